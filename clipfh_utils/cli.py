@@ -1,0 +1,79 @@
+"""Command line: `python -m clipfh_utils {run,bench,splits,synth}`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clipfh_utils", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run the notebooks of a profile with papermill, render HTML")
+    r.add_argument("--profile", default="demo", help="demo | full | path/to/profile.yaml")
+    r.add_argument("--only", action="append", help="run only this notebook (repeatable)")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a profile key, e.g. -p protocol.n_splits=3")
+    r.add_argument("--run-dir", default=None, help="output folder (default outputs/<profile>)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue Stage 2 training from the last checkpoints (same as -p resume=true)")
+
+    b = sub.add_parser("bench", help="training / embedding throughput on this device")
+    b.add_argument("--stage", type=int, default=2, choices=[1, 2])
+    b.add_argument("--backbone", default="ViT-B-16")
+    b.add_argument("--batch", type=int, default=64)
+    b.add_argument("--steps", type=int, default=30)
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--image-size", type=int, default=224)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
+    b.add_argument("--compile", action="store_true", help="torch.compile forward + losses")
+    b.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode (default, reduce-overhead, max-autotune-no-cudagraphs)")
+
+    s = sub.add_parser("splits", help="write the split lists of all four aspects for a profile")
+    s.add_argument("--profile", default="full")
+    s.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+
+    g = sub.add_parser("synth", help="render synthetic hands for the rows of a HandInfo.csv")
+    g.add_argument("--handinfo", default="data/11k/HandInfo.csv")
+    g.add_argument("--out", required=True, help="image folder to write")
+    g.add_argument("--size", default="1600x1200", help="WIDTHxHEIGHT")
+    g.add_argument("--limit", type=int, default=None)
+
+    a = ap.parse_args(argv)
+    if a.cmd == "run":
+        from .runner import PipelineError, run_pipeline
+        try:
+            params = a.param + (["resume=true"] if a.resume else [])
+            index = run_pipeline(a.profile, a.only, params, a.run_dir)
+        except PipelineError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"report: {index}")
+    elif a.cmd == "bench":
+        from .bench import bench
+        res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,
+                    not a.no_amp, a.compile, compile_mode=a.compile_mode)
+        print(json.dumps(res, indent=2))
+        what = "training" if a.stage == 2 else "embedding"
+        mem = f", peak memory {res['peak_mem_gib']:.2f} GiB" if res["peak_mem_gib"] else ""
+        comp = f", compiled ({a.compile_mode})" if a.compile else ", eager"
+        prec = "bf16 autocast" if res["amp_bf16"] else "fp32"
+        print(f"{res['backbone']} stage {a.stage} {what}: {res['images_per_s']:.0f} img/s on "
+              f"{res['device_name']} (batch {a.batch}, {a.image_size}px, {prec}{comp}{mem})")
+    elif a.cmd == "splits":
+        from .config import load_profile
+        from .dataset import prepare_dataset, write_all_splits
+        prof = load_profile(a.profile, a.param)
+        ds = prepare_dataset(prof)
+        for aspect, proto in write_all_splits(ds, prof.protocol.seed, prof.protocol.n_splits).items():
+            print(aspect, proto.summary())
+        print(f"split lists written under {ds.splits_root}")
+    elif a.cmd == "synth":
+        from .synthetic import render_images_for_handinfo
+        w, h = (int(v) for v in a.size.lower().split("x"))
+        n = render_images_for_handinfo(a.handinfo, a.out, size=(w, h), limit=a.limit)
+        print(f"{n} images written to {a.out}")
+    return 0

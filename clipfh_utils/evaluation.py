@@ -1,0 +1,120 @@
+"""The ReID evaluator: CMC Rank-k and mAP, one implementation for every stage.
+
+Two published ways of computing AP exist for 11k Hands and they are not the same measurement:
+- "standard" (torchreid, sklearn): mean precision at the relevant positions; with one relevant
+  gallery image AP = 1/rank. Used by the dissertation on the single-aspect gallery.
+- "trapezoid" (MBA-Net / CLIP-HandID evaluation code): AP += d_recall * (prev_precision +
+  precision) / 2 with prev_precision = 1 at rank 1; with one relevant image 1/(2*rank) beyond
+  rank 1. Used by MBA-Net on `gallery_all`.
+Ranking is a stable sort on descending similarity, so ties keep gallery order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .protocol import Protocol, SplitRow
+
+# name -> (gallery lists of the protocol, AP flavour)
+PROTOCOLS: dict[str, tuple[str, str]] = {
+    "clipfh": ("galleries", "standard"),      # single-aspect gallery, standard AP (dissertation)
+    "mbanet": ("galleries_all", "trapezoid"),  # gallery_all, trapezoid AP (MBA-Net, published SOTA)
+}
+METRICS: tuple[str, ...] = ("rank1", "rank5", "rank10", "mAP")
+
+
+def _as_tensor(x, device=None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.to(device) if device is not None else t
+
+
+def rank_metrics(sim, query_ids, gallery_ids, ks: Sequence[int] = (1, 5, 10),
+                 ap: str = "standard", return_cmc: bool = False) -> dict:
+    """Rank-k accuracies and mAP in percent for a (Q, G) similarity matrix.
+
+    A query without any match in the gallery is an error: silently skipping it inflates scores.
+    """
+    if ap not in ("standard", "trapezoid"):
+        raise ValueError(f"ap must be 'standard' or 'trapezoid', got {ap!r}")
+    sim = _as_tensor(sim).float()
+    q = _as_tensor(query_ids, sim.device).long()
+    g = _as_tensor(gallery_ids, sim.device).long()
+    if sim.shape != (q.numel(), g.numel()):
+        raise ValueError(f"sim has shape {tuple(sim.shape)} but there are {q.numel()} queries "
+                         f"and {g.numel()} gallery items")
+    order = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    matches = g[order] == q[:, None]                       # (Q, G) bool, in rank order
+    n_rel = matches.sum(1)
+    if bool((n_rel == 0).any()):
+        bad = int((n_rel == 0).sum())
+        raise ValueError(f"{bad} of {q.numel()} queries have no matching identity in the gallery; "
+                         "every query id must appear in the gallery")
+    first = matches.float().argmax(1)                      # 0-based rank of the first hit
+    out = {f"rank{k}": float((first < k).float().mean() * 100) for k in ks}
+
+    m = matches.float()
+    hits_so_far = m.cumsum(1)                              # j at each hit position (1-based)
+    pos = torch.arange(1, m.shape[1] + 1, device=m.device, dtype=m.dtype)  # 1-based rank
+    precision = hits_so_far / pos
+    if ap == "standard":
+        ap_q = (precision * m).sum(1) / n_rel
+    else:
+        prev_rank = pos - 1
+        prev_precision = torch.where(prev_rank > 0, (hits_so_far - 1) / prev_rank.clamp(min=1),
+                                     torch.ones_like(precision))
+        ap_q = ((prev_precision + precision) / 2 * m).sum(1) / n_rel
+    out["mAP"] = float(ap_q.mean() * 100)
+    if return_cmc:
+        cmc = torch.zeros(m.shape[1], device=m.device)
+        cmc.index_add_(0, first, torch.ones_like(first, dtype=torch.float))
+        out["cmc"] = (cmc.cumsum(0) / q.numel() * 100).cpu().numpy()
+    return out
+
+
+@dataclass
+class FeatureBank:
+    """Features of every evaluation image, extracted once; splits only index into it."""
+    features: torch.Tensor            # (N, D), L2-normalised
+    index: dict[str, int]             # imageName -> row
+
+    def take(self, rows: list[SplitRow]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.tensor([self.index[r.image_name] for r in rows])
+        labels = torch.tensor([r.label for r in rows])
+        return self.features[idx], labels
+
+
+def evaluate_protocol(bank: FeatureBank, proto: Protocol,
+                      protocols: Sequence[str] = ("clipfh", "mbanet"),
+                      ks: Sequence[int] = (1, 5, 10), with_cmc: bool = False) -> pd.DataFrame:
+    """Per-split metrics for each protocol: columns protocol, split, rank1, rank5, rank10, mAP."""
+    rows = []
+    for name in protocols:
+        gallery_attr, ap = PROTOCOLS[name]
+        for i in range(proto.n_splits):
+            qf, ql = bank.take(proto.queries[i])
+            gf, gl = bank.take(getattr(proto, gallery_attr)[i])
+            res = rank_metrics(qf @ gf.T, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc)
+            rows.append({"protocol": name, "split": i, **res})
+    return pd.DataFrame(rows)
+
+
+def summarize(per_split: pd.DataFrame, by: Sequence[str] = ("protocol",)) -> pd.DataFrame:
+    """Mean and sample sd over splits (and seeds, if present) per protocol."""
+    metrics = [m for m in METRICS if m in per_split.columns]
+    g = per_split.groupby(list(by), sort=False)[metrics]
+    mean, sd = g.mean(), g.std(ddof=1).fillna(0.0)
+    out = pd.concat({"mean": mean, "sd": sd}, axis=1)
+    out[("n", "")] = g.size()
+    return out
+
+
+def format_mean_sd(summary: pd.DataFrame) -> pd.DataFrame:
+    """'71.42 ± 1.03' strings for reports."""
+    metrics = [m for m in METRICS if ("mean", m) in summary.columns]
+    return pd.DataFrame({m: [f"{a:.2f} ± {b:.2f}" for a, b in zip(summary[("mean", m)],
+                                                                   summary[("sd", m)])]
+                         for m in metrics}, index=summary.index)
