@@ -147,7 +147,6 @@ class Stage2Cfg:
     amp: bool = True  # bf16 autocast on CUDA; fp32 on CPU regardless
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune-no-cudagraphs
-    log_every: int = 20
     eval_batch_size: int = 256
 
 

@@ -6,10 +6,20 @@ the study's own code normalised at test time only, and that mismatch is easy to 
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+@lru_cache(maxsize=16)
+def _channel_stats(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # built once per device: torch.tensor(..., device="cuda") is a blocking host-to-device copy,
+    # and one per training step would stall the CPU until the GPU has drained its queue
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+    return m, s
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -17,8 +27,7 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     x = images.float()
     if images.dtype == torch.uint8:
         x = x / 255.0
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), x.device)
     return (x - m) / s
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -69,7 +70,10 @@ class JsonlLog:
             order = {"prompt": 0, "finetune": 1}
             phase, epoch = resume_from
             for line in path.read_text().splitlines():
-                rec = json.loads(line)
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the interruption
+                    continue
                 if (order[rec["phase"]], rec["epoch"]) <= (order[phase], epoch):
                     kept.append(line)
         path.write_text("".join(k + "\n" for k in kept))
@@ -78,6 +82,21 @@ class JsonlLog:
         with open(self.path, "a") as f:
             for r in records:
                 f.write(json.dumps(r) + "\n")
+
+
+class TrainLog:
+    """log.jsonl: one record per step; epochs.jsonl: per-epoch means, lrs and monitor values."""
+
+    def __init__(self, out_dir: Path, resume_from: tuple[str, int] | None):
+        self.steps = JsonlLog(out_dir / "log.jsonl", resume_from)
+        self.epochs = JsonlLog(out_dir / "epochs.jsonl", resume_from)
+
+    def write(self, records: list[dict], **epoch_extra) -> None:
+        self.steps.write(records)
+        keys = [k for k, v in records[0].items() if isinstance(v, float)]
+        summary = {"phase": records[0]["phase"], "epoch": records[0]["epoch"], "steps": len(records),
+                   **{k: sum(r[k] for r in records) / len(records) for k in keys}, **epoch_extra}
+        self.epochs.write([summary])
 
 
 def _check_finite(terms: torch.Tensor, names: list[str], phase: str, epoch: int) -> None:
@@ -101,7 +120,7 @@ def _bar(iterable, enabled: bool, desc: str):
 
 def train_prompts(clip: ClipModel, prompts: PromptLearner, text: TextEncoder, data: TrainData,
                   cfg: PromptCfg, device: torch.device, amp: bool, g: torch.Generator,
-                  log: JsonlLog, checkpoint: Callable[[str, int, dict], None],
+                  log: "TrainLog", checkpoint: Callable[[str, int, dict], None],
                   start_epoch: int = 0, opt_state: dict | None = None, progress: bool = False
                   ) -> None:
     img_feats = embed_images(clip.model.encode_image, data.images, clip.mean, clip.std, device,
@@ -222,8 +241,7 @@ def train_stage2(cfg: Stage2Cfg, clip: ClipModel, data: TrainData, out_dir: str 
     center = CenterLoss(data.n_classes, model.dims[1]).to(device) if fcfg.loss_weights.center > 0 else None
     g = torch.Generator(device=device).manual_seed(seed)
     sampler = PKSampler(data.labels.cpu().tolist(), fcfg.p, fcfg.k, seed)
-    log = JsonlLog(out_dir / "log.jsonl",
-                   (state["phase"], state["epoch"]) if state is not None else None)
+    log = TrainLog(out_dir, (state["phase"], state["epoch"]) if state is not None else None)
 
     def checkpoint(phase: str, epoch: int, extra: dict) -> None:
         save_checkpoint(ckpt_path, {
@@ -281,28 +299,28 @@ def train_stage2(cfg: Stage2Cfg, clip: ClipModel, data: TrainData, out_dir: str 
         lrs = set_lr(opt, warmup_multistep(epoch, fcfg.milestones, fcfg.gamma,
                                            fcfg.warmup_epochs, fcfg.warmup_factor))
         model.train()
-        batches = sampler.epoch()
+        batches = torch.from_numpy(np.stack(sampler.epoch())).to(device)  # one copy per epoch
         terms = torch.zeros(len(batches), len(names), device=device)
         for step, idx in enumerate(batches):
-            idx_t = torch.from_numpy(idx).to(device, non_blocking=True)
-            terms[step] = train_step(loss_fn, opt, aug, data.images[idx_t], data.labels[idx_t],
+            terms[step] = train_step(loss_fn, opt, aug, data.images[idx], data.labels[idx],
                                      text_features(), device, amp)
         terms = terms.cpu()
         _check_finite(terms, names, "finetune", epoch)
         lr_log = {f"lr_{n}": lr for n, lr in zip(group_names, lrs)}
         records = [{"phase": "finetune", "epoch": epoch, "step": i,
                     **dict(zip(names, map(float, t))), **lr_log} for i, t in enumerate(terms)]
+        monitor = {}
         if fcfg.monitor_every and data.val_images is not None and (epoch + 1) % fcfg.monitor_every == 0:
-            records[-1].update(monitor_val(model, clip, data, device, amp))
-        log.write(records)
+            monitor = monitor_val(model, clip, data, device, amp)
+        log.write(records, **monitor)
         checkpoint("finetune", epoch, {"optimizer": opt.state_dict()})
 
     model.eval()
     return Stage2Result(clip, model, prompts, text, out_dir, seed)
 
 
-def load_log(out_dir: str | Path):
-    """The JSON-lines log as a DataFrame (one row per step)."""
+def load_log(out_dir: str | Path, per: str = "step"):
+    """The JSON-lines log as a DataFrame: one row per step, or per epoch (`per="epoch"`)."""
     import pandas as pd
-    path = Path(out_dir) / "log.jsonl"
+    path = Path(out_dir) / ("log.jsonl" if per == "step" else "epochs.jsonl")
     return pd.DataFrame([json.loads(x) for x in path.read_text().splitlines()])

@@ -8,7 +8,7 @@ from clipfh_utils.config import Stage2Cfg, build
 from clipfh_utils.models import load_clip
 from clipfh_utils.prompts import PromptLearner, TextEncoder
 from clipfh_utils.reid_model import ReIDModel
-from clipfh_utils.train_stage2 import (JsonlLog, NonFiniteLossError, TrainData, load_log,
+from clipfh_utils.train_stage2 import (NonFiniteLossError, TrainData, TrainLog, load_log,
                                        make_loss_fn, make_optimizer, param_groups, train_prompts,
                                        train_stage2, train_step)
 from clipfh_utils.schedules import warmup_multistep
@@ -47,12 +47,12 @@ def test_prompt_stage_updates_only_the_prompts(tmp_path):
     ctx0 = pl.ctx.detach().clone()
     data = tiny_data()  # 16 images, batch 8: the last batch is full, never empty
     train_prompts(clip, pl, TextEncoder(clip.model), data, tiny_cfg().prompt, CPU, False,
-                  torch.Generator().manual_seed(0), JsonlLog(tmp_path / "l.jsonl", None),
+                  torch.Generator().manual_seed(0), TrainLog(tmp_path, None),
                   lambda *a: None)
     after = clip.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not torch.equal(ctx0, pl.ctx)
-    lines = (tmp_path / "l.jsonl").read_text().splitlines()
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all("nan" not in x.lower() for x in lines)
 
 
@@ -116,6 +116,10 @@ def test_logged_learning_rates_follow_each_groups_config(tmp_path):
         assert ft.loc[e, "lr_image_encoder"] == pytest.approx(1e-3 * f)
         assert ft.loc[e, "lr_heads"] == pytest.approx(5e-3 * f)
         assert ft.loc[e, "lr_center"] == pytest.approx(0.5 * f)
+    epochs = load_log(tmp_path, per="epoch")
+    assert len(epochs) == cfg.prompt.epochs + 3
+    e2 = epochs[(epochs.phase == "finetune") & (epochs.epoch == 2)].iloc[0]
+    assert e2["total"] == pytest.approx(log[(log.phase == "finetune") & (log.epoch == 2)]["total"].mean())
     pr = log[log.phase == "prompt"].groupby("epoch")["lr"].first()
     assert pr[0] == pytest.approx(cfg.prompt.warmup_lr)
     assert res.model.training is False
