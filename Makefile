@@ -33,7 +33,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m clipfh_utils bench --stage 2 --backbone ViT-B-16
+	$(PY) -m clipfh_utils bench --stage 2 --backbone ViT-B-16 --batch 64 --compile --compile-mode reduce-overhead
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

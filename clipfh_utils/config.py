@@ -304,6 +304,10 @@ def load_stage2(name_or_path: str | Path, overrides: list[str] | dict | None = N
     if cfg.finetune.classifier not in ("linear", "arcface"):
         raise ConfigError(f"{name_or_path}: finetune.classifier must be 'linear' or 'arcface', "
                           f"got {cfg.finetune.classifier!r}")
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if cfg.compile_mode not in modes:
+        raise ConfigError(f"{name_or_path}: compile_mode must be one of {', '.join(modes)}, "
+                          f"got {cfg.compile_mode!r}")
     return cfg
 
 

@@ -84,6 +84,15 @@ def _weights_search_dirs() -> list[Path]:
     return dirs
 
 
+def _hf_cache_dir() -> str | None:
+    """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
 def _find_openai_weights(name: str) -> str | None:
     """A local file or an offline HF-cache entry for OpenAI `name`, or None."""
     for d in _weights_search_dirs():
@@ -96,7 +105,7 @@ def _find_openai_weights(name: str) -> str | None:
         cfg = open_clip.get_pretrained_cfg(OPENAI_ARCHS[name], "openai")
         repo = cfg.get("hf_hub", "").rstrip("/")
         for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            hit = try_to_load_from_cache(repo, fname) if repo else None
+            hit = try_to_load_from_cache(repo, fname, cache_dir=_hf_cache_dir()) if repo else None
             if isinstance(hit, str) and os.path.isfile(hit):
                 return hit
     except Exception:  # an unusable cache is the same as no cache
@@ -116,7 +125,8 @@ def _tiny_spec(name: str, image_size: tuple[int, int] | None) -> tuple[str, dict
 
 def _build(name: str, weights: str | None, image_size: tuple[int, int] | None = None
            ) -> tuple[torch.nn.Module, str, bool]:
-    vit_size = {"force_image_size": tuple(image_size)} if image_size and name == "ViT-B-16" else {}
+    native = image_size is None or tuple(image_size) == (224, 224)
+    vit_size = {} if native or name != "ViT-B-16" else {"force_image_size": tuple(image_size)}
     if name in TINY_MODELS:
         arch, spec = _tiny_spec(name, image_size)
         if weights not in (None, "none", "random"):

@@ -53,3 +53,10 @@ def test_bad_classifier_value(tmp_path):
     p.write_text("finetune: {classifier: cosface}\n")
     with pytest.raises(ConfigError, match="classifier"):
         load_stage2(p)
+
+
+def test_bad_compile_mode(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("compile_mode: fastest\n")
+    with pytest.raises(ConfigError, match="compile_mode"):
+        load_stage2(p)

@@ -76,3 +76,21 @@ def test_non_native_input_sizes():
         assert vit.model.encode_image(torch.randn(2, 3, 48, 64)).shape == (2, 64)
     with pytest.raises(ValueError, match="multiple of 32"):
         load_clip("tiny-rn", image_size=(50, 64))
+
+
+def test_weight_discovery_order(offline_env, tmp_path, monkeypatch):
+    from clipfh_utils.models import _find_openai_weights
+    assert _find_openai_weights("ViT-B-16") is None
+    # an offline Hugging Face cache entry is found ...
+    snap = tmp_path / "hf" / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "open_clip_model.safetensors").write_bytes(b"x")
+    (tmp_path / "hf" / "models--timm--vit_base_patch16_clip_224.openai" / "refs").mkdir()
+    (tmp_path / "hf" / "models--timm--vit_base_patch16_clip_224.openai" / "refs" / "main").write_text("abc")
+    found = _find_openai_weights("ViT-B-16")
+    assert found is not None and found.endswith("open_clip_model.safetensors")
+    assert _find_openai_weights("RN50") is None
+    # ... but a file in the weights folder wins
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "ViT-B-16.pt").write_bytes(b"x")
+    assert _find_openai_weights("ViT-B-16") == str(tmp_path / "weights" / "ViT-B-16.pt")

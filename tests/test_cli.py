@@ -1,0 +1,46 @@
+"""The command line: benchmark on the CPU, split lists, full-size synthetic rendering."""
+import json
+
+import numpy as np
+import torch
+
+from clipfh_utils.cli import main
+from clipfh_utils.image_cache import load_images
+
+from .conftest import REAL_HANDINFO
+
+
+def test_bench_runs_on_cpu_and_reports_throughput(capsys):
+    assert main(["bench", "--stage", "2", "--backbone", "tiny-vit", "--image-size", "64",
+                 "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "16"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out[:out.rindex("}") + 1])
+    assert res["stage"] == 2 and res["device"] == "cpu" and res["images_per_s"] > 0
+    assert res["amp_bf16"] is False  # autocast is CUDA-only
+    assert "img/s on cpu (batch 16, 64px, fp32, eager)" in out
+    assert main(["bench", "--stage", "1", "--backbone", "tiny-rn", "--image-size", "64",
+                 "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "16"]) == 0
+
+
+def test_splits_command_writes_all_aspects(tmp_path, capsys):
+    assert main(["splits", "--profile", "full", "-p", f"data.splits_dir={tmp_path}",
+                 "-p", "protocol.n_splits=2"]) == 0
+    for aspect in ("dorsal_right", "dorsal_left", "palmar_right", "palmar_left"):
+        files = sorted(p.name for p in (tmp_path / "11k" / aspect / "seed0").iterdir())
+        assert files[:3] == ["gallery_00.csv", "gallery_01.csv", "gallery_all_00.csv"]
+        assert len(files) == 3 + 3 * 2
+    assert "'test_ids': 71" in capsys.readouterr().out
+
+
+def test_full_size_rendering_goes_through_the_decode_path(tmp_path):
+    """Real HandInfo rows rendered at 1600x1200, then JPEG-draft decoded to the model size."""
+    rows = REAL_HANDINFO.read_text().splitlines()
+    small = tmp_path / "HandInfo.csv"
+    small.write_text("\n".join([rows[0], *rows[9285:9288]]) + "\n")  # includes the "1200000 " id
+    assert main(["synth", "--handinfo", str(small), "--out", str(tmp_path / "Hands"),
+                 "--size", "1600x1200"]) == 0
+    names = sorted(p.name for p in (tmp_path / "Hands").iterdir())
+    assert len(names) == 3
+    imgs = load_images(tmp_path / "Hands", names, (224, 224), tmp_path / "cache")
+    assert imgs.shape == (3, 3, 224, 224) and imgs.dtype == torch.uint8
+    assert float(np.std(imgs.numpy())) > 5  # a real picture, not a blank
