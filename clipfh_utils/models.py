@@ -177,14 +177,16 @@ def resize_attnpool(visual: torch.nn.Module, image_size: tuple[int, int]) -> Non
 
 
 def load_clip(name: str, weights: str | None = None, device: str | torch.device = "cpu",
-              image_size: tuple[int, int] | None = None) -> ClipModel:
+              image_size: tuple[int, int] | None = None, seed: int = 0) -> ClipModel:
     """Build a CLIP model in eval mode on `device`; see module docstring for `weights`.
 
     `image_size` (H, W) other than the native one resizes the ViT position embedding
-    (open_clip, bicubic) or the RN attnpool embedding.
+    (open_clip, bicubic) or the RN attnpool embedding. Random initialisation draws from `seed`
+    (without touching the global RNG), so a "random init" baseline is the same in every run.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.filterwarnings("ignore", message=".*QuickGELU.*")
+        torch.manual_seed(seed)
         model, source, pretrained = _build(name, weights, image_size)
     visual = model.visual
     if image_size is not None and hasattr(visual, "attnpool"):

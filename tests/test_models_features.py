@@ -94,3 +94,14 @@ def test_weight_discovery_order(offline_env, tmp_path, monkeypatch):
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "ViT-B-16.pt").write_bytes(b"x")
     assert _find_openai_weights("ViT-B-16") == str(tmp_path / "weights" / "ViT-B-16.pt")
+
+
+def test_random_init_is_seeded_and_leaves_global_rng_alone():
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    a = load_clip("tiny-vit")
+    assert torch.equal(torch.rand(1), before)
+    b, c = load_clip("tiny-vit"), load_clip("tiny-vit", seed=1)
+    wa, wb, wc = (m.model.visual.conv1.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
