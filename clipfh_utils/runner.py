@@ -136,7 +136,7 @@ def write_index(out: Path, profile_name: str, status: dict) -> Path:
                          + table[cols].to_html(index=False, escape=True))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>CLIP-FH "
             f"{html.escape(profile_name)}</title><style>body{{font-family:sans-serif;margin:2em;"
-            "max-width:1200px}} table{{border-collapse:collapse}}</style></head><body>"
+            "max-width:1200px} table{border-collapse:collapse}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
     atomic_write_text(out / "index.html", page)
     return out / "index.html"

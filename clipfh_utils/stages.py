@@ -105,5 +105,6 @@ def run_stage2(run: Run, config: str | Path, overrides: list[str] | dict | None 
     clip = report.results[0].clip
     report.metrics_file = save_metrics(
         run.run_dir, "stage2", cfg.name, report.per_split.drop(columns="cmc"),
-        {**run.provenance(clip), "seeds": list(cfg.seeds), "config": str(config)})
+        {**run.provenance(clip), "weights": f"fine-tuned from {clip.weights}",
+         "seeds": list(cfg.seeds), "config": str(config)})
     return report

@@ -38,6 +38,7 @@ def test_demo_run_writes_reports_with_figures_and_index(demo_run):
     names = load_profile("demo").notebooks
     html = index.read_text()
     assert "Not a hand-identification result" in html and "synthetic" in html.lower()
+    assert "}}" not in html and "fine-tuned from random init" in html
     for name in names:
         assert f'href="reports/{name}.html"' in html
         report = (out / "reports" / f"{name}.html").read_text()
