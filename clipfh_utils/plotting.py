@@ -164,11 +164,14 @@ def tsne_pair(before: torch.Tensor, after: torch.Tensor, labels: Sequence, max_i
     return fig
 
 
-def comparison_bars(table: pd.DataFrame, metric: str = "mAP_mean", title: str = ""):
+def comparison_bars(table: pd.DataFrame, metric: str = "mAP", title: str = ""):
+    """Mean ± sd (over splits and seeds) per stage and model, coloured by stage."""
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.5))
     labels = table["stage"] + " · " + table["model"]
-    ax.barh(labels, table[metric], color="#4c72b0")
-    ax.set_xlabel(metric.replace("_mean", " (%)"))
+    palette = dict(zip(sorted(table["stage"].unique()), sns.color_palette("deep")))
+    ax.barh(labels, table[f"{metric}_mean"], xerr=table[f"{metric}_sd"], capsize=3,
+            color=[palette[s] for s in table["stage"]])
+    ax.set_xlabel(f"{metric} (%), mean ± sd")
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_title(title)

@@ -75,7 +75,9 @@ def comparison_table(run_dir: str | Path, protocol: str = "clipfh") -> pd.DataFr
         row = {"stage": m["stage"], "model": m["model"], "backbone": m.get("backbone", m["model"])}
         row.update(format_mean_sd(s).iloc[0].to_dict())
         row.update({"mAP_mean": float(s[("mean", "mAP")].iloc[0]),
+                    "mAP_sd": float(s[("sd", "mAP")].iloc[0]),
                     "rank1_mean": float(s[("mean", "rank1")].iloc[0]),
+                    "rank1_sd": float(s[("sd", "rank1")].iloc[0]),
                     "n": int(s[("n", "")].iloc[0]), "data": m.get("data", "?"),
                     "weights": m.get("weights", "?")})
         rows.append(row)
