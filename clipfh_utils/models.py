@@ -7,6 +7,7 @@ A model without pretrained weights carries `pretrained=False` so every report ca
 """
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -162,6 +163,11 @@ def _build(name: str, weights: str | None, image_size: tuple[int, int] | None = 
     return model, f"openai ({path})" if weights == "openai" else path, True
 
 
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 def resize_attnpool(visual: torch.nn.Module, image_size: tuple[int, int]) -> None:
     """Let a ModifiedResNet take (H, W) inputs: interpolate its attnpool position embedding."""
     pos = visual.attnpool.positional_embedding.data          # (1 + s*s, C)
@@ -184,10 +190,15 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
     (open_clip, bicubic) or the RN attnpool embedding. Random initialisation draws from `seed`
     (without touching the global RNG), so a "random init" baseline is the same in every run.
     """
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-        warnings.filterwarnings("ignore", message=".*QuickGELU.*")
-        torch.manual_seed(seed)
-        model, source, pretrained = _build(name, weights, image_size)
+    quiet = _DropRandomInitNotice()  # random init is reported by ClipModel.label instead
+    logging.getLogger().addFilter(quiet)
+    try:
+        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+            warnings.filterwarnings("ignore", message=".*QuickGELU.*")
+            torch.manual_seed(seed)
+            model, source, pretrained = _build(name, weights, image_size)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     visual = model.visual
     if image_size is not None and hasattr(visual, "attnpool"):
         if image_size[0] % 32 or image_size[1] % 32:
