@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +30,19 @@ class PipelineError(RuntimeError):
     """A notebook of the run failed; names the notebook, the cell and the partial output."""
 
 
-def kernel_environment() -> None:
-    """Environment the notebook kernels inherit: figures inline, quiet progress bars."""
+def kernel_environment(out: Path) -> None:
+    """Environment the notebook kernels inherit: this interpreter, figures inline, quiet bars.
+
+    papermill asks for the kernel 'python3'; a 'python3' kernelspec elsewhere on the machine
+    (a conda base, ~/.local) could start another Python without clipfh_utils. A spec of our own,
+    first on JUPYTER_PATH, pins the kernel to the interpreter running this pipeline.
+    """
+    spec_dir = out / ".jupyter" / "kernels" / "python3"
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (clipfh)", "language": "python"}
+    atomic_write_text(spec_dir / "kernel.json", json.dumps(spec, indent=1))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(out / ".jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])])
     os.environ.pop("MPLBACKEND", None)  # Agg here would make figures vanish from reports
     os.environ.setdefault("TQDM_DISABLE", "1")
     for k, v in FAST_MALLOC_ENV.items():
@@ -62,7 +74,7 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     if unknown:
         have = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
         raise PipelineError(f"unknown notebook(s) {', '.join(unknown)}; available: {', '.join(have)}")
-    kernel_environment()
+    kernel_environment(out)
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
     status_path = out / "notebook_status.json"
     status = json.loads(status_path.read_text()) if status_path.exists() and only else {}

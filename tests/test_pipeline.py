@@ -1,13 +1,16 @@
 """The workbook end to end: papermill runs of the demo notebooks, reports, metrics, failures."""
 import json
+import os
 import re
+import sys
 
 import nbformat
 import pytest
+from jupyter_client.kernelspec import KernelSpecManager
 
 from clipfh_utils.config import load_profile
 from clipfh_utils.results import comparison_table, load_metrics
-from clipfh_utils.runner import NOTEBOOK_DIR, PipelineError, run_pipeline
+from clipfh_utils.runner import NOTEBOOK_DIR, PipelineError, kernel_environment, run_pipeline
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -86,3 +89,17 @@ def test_failing_notebook_names_itself_and_keeps_partial_output(tmp_path):
 def test_unknown_notebook_is_rejected(tmp_path):
     with pytest.raises(PipelineError, match="unknown notebook"):
         run_pipeline("demo", only=["99_nope"], run_dir=tmp_path)
+
+
+def test_kernel_is_pinned_to_this_interpreter(tmp_path, monkeypatch):
+    # a foreign 'python3' kernelspec earlier on the path must not win
+    foreign = tmp_path / "foreign" / "kernels" / "python3"
+    foreign.mkdir(parents=True)
+    (foreign / "kernel.json").write_text(json.dumps({"argv": ["/nonexistent/python", "-m", "ipykernel_launcher",
+                                                              "-f", "{connection_file}"],
+                                                     "display_name": "x", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "foreign"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    kernel_environment(tmp_path / "run")
+    assert "MPLBACKEND" not in os.environ
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
