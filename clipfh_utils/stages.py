@@ -48,6 +48,7 @@ def evaluate_embedder(run: Run, fn, clip: ClipModel, flip: bool = False,
 
 def run_zero_shot(run: Run, backbone: BackboneCfg, save: bool = True) -> EvalResult:
     """Stage 1: frozen CLIP image features, cosine similarity (metrics file unless save=False)."""
+    run.require_images()
     clip = load_clip(backbone.name, backbone.weights, run.device)
     cfg = run.profile.stage1
     bank, images, rows, per_split = evaluate_embedder(run, clip.model.encode_image, clip,
@@ -85,6 +86,7 @@ def run_stage2(run: Run, config: str | Path, overrides: list[str] | dict | None 
                resume: bool = False, progress: bool = True) -> Stage2Report:
     """Stage 2 for every seed of the config: train, embed the test images once, score all splits."""
     cfg = load_stage2(config, overrides)
+    run.require_images()
     report = Stage2Report(cfg)
     per_seed, logs = [], []
     for seed in cfg.seeds:

@@ -15,6 +15,7 @@ import torch
 from .atomic import atomic_write_json
 from .config import Profile, load_profile, repo_path, to_dict
 from .dataset import HandDataset, load_protocol, prepare_dataset
+from .image_cache import check_images
 from .models import ClipModel, resolve_device
 from .protocol import Protocol
 
@@ -32,6 +33,12 @@ class Run:
             p = self.profile.protocol
             self._protocol = load_protocol(self.dataset, p.aspect, p.seed, p.n_splits)
         return self._protocol
+
+    def require_images(self) -> None:
+        """Fail before any model is loaded if an image of the protocol is missing (all listed)."""
+        proto = self.protocol()
+        names = dict.fromkeys(r.image_name for r in proto.train + proto.val + proto.eval_rows())
+        check_images(self.dataset.images_dir, list(names))
 
     def provenance(self, clip: ClipModel | None = None) -> dict:
         """What produced a number: goes into every metrics file."""

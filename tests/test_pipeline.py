@@ -103,3 +103,17 @@ def test_kernel_is_pinned_to_this_interpreter(tmp_path, monkeypatch):
     kernel_environment(tmp_path / "run")
     assert "MPLBACKEND" not in os.environ
     assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+
+
+def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch):
+    from clipfh_utils import stages
+    from clipfh_utils.image_cache import MissingImagesError
+    from clipfh_utils.workbook import open_run
+
+    run = open_run("full", tmp_path, {"data.images_dir": str(tmp_path / "Hands"), "device": "cpu"})
+    (tmp_path / "Hands").mkdir()
+    monkeypatch.setattr(stages, "load_clip", lambda *a, **k: pytest.fail("model loaded first"))
+    with pytest.raises(MissingImagesError, match=r"(\d+) of \1 images missing .*first: Hand_"):
+        stages.run_zero_shot(run, run.profile.backbones[0])
+    with pytest.raises(MissingImagesError, match="missing"):
+        stages.run_stage2(run, "stage2_vitb16")
