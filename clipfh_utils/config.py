@@ -311,6 +311,12 @@ def load_stage2(name_or_path: str | Path, overrides: list[str] | dict | None = N
     return cfg
 
 
+def display_path(p: str | Path) -> str:
+    """Repository-relative when inside the repository: reports carry no machine-specific paths."""
+    p = Path(p).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+
+
 def repo_path(p: str | Path) -> Path:
     """Config paths are relative to the repository root, so a run does not depend on the cwd."""
     p = Path(p)

@@ -18,7 +18,7 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from .config import REPO_ROOT
+from .config import REPO_ROOT, display_path
 
 OPENAI_ARCHS: dict[str, str] = {"ViT-B-16": "ViT-B-16-quickgelu", "RN50": "RN50-quickgelu"}
 _TEXT_TINY = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
@@ -134,7 +134,7 @@ def _build(name: str, weights: str | None, image_size: tuple[int, int] | None = 
             path = Path(weights)
             if not path.is_file():
                 raise WeightsNotFoundError(f"{weights}: weights file for {name} not found")
-            return open_clip.create_model(arch, pretrained=str(path), **spec), str(path), True
+            return open_clip.create_model(arch, pretrained=str(path), **spec), display_path(path), True
         return open_clip.create_model(arch, pretrained=None, **spec), "random init (not pretrained)", False
     if name not in OPENAI_ARCHS:
         known = ", ".join([*OPENAI_ARCHS, *TINY_MODELS])
@@ -160,7 +160,8 @@ def _build(name: str, weights: str | None, image_size: tuple[int, int] | None = 
                              "to .safetensors (open_clip) to use another image size")
     else:
         model = open_clip.create_model(arch, pretrained=path, **vit_size)
-    return model, f"openai ({path})" if weights == "openai" else path, True
+    shown = display_path(path)
+    return model, f"openai ({shown})" if weights == "openai" else shown, True
 
 
 class _DropRandomInitNotice(logging.Filter):

@@ -27,6 +27,8 @@ def counts_bar(counts: pd.DataFrame):
     for i, r in enumerate(counts.itertuples()):
         ax.text(i, r.images + 10, f"{r.train_ids}/{r.test_ids} ids", ha="center", fontsize=9)
     ax.set_ylabel("images")
+    ax.set_ylim(0, counts["images"].max() * 1.12)
+    ax.legend(bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title("Images per aspect (kept vs. with accessories); train/test identities")
     fig.tight_layout()
     return fig
