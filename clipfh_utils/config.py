@@ -36,10 +36,13 @@ class SyntheticCfg:
 
 @dataclass
 class DataCfg:
-    dataset: str = "synthetic"  # "synthetic" | "11k"
+    # "synthetic" | "11k" | "11k-rendered" (the real HandInfo.csv rows with synthetic images,
+    # rendered at render_size: exercises and times the full-size pipeline without the photos)
+    dataset: str = "synthetic"
     handinfo: str = "data/11k/HandInfo.csv"
     images_dir: str = "data/11k/Hands"
     synthetic_dir: str = "data/synthetic"
+    render_size: tuple[int, int] = (1600, 1200)  # (width, height)
     cache_dir: str = "data/cache"
     splits_dir: str = "data/splits"
     synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
@@ -75,6 +78,7 @@ class Profile:
     backbones: list[BackboneCfg] = field(default_factory=list)
     stage1: Stage1Cfg = field(default_factory=Stage1Cfg)
     stage2: list[str] = field(default_factory=list)  # Stage 2 config names or paths
+    stage2_overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys, every config
     notebooks: list[str] = field(default_factory=list)
     output_dir: str = ""  # "" -> outputs/<name>
     resume: bool = False  # Stage 2: continue each seed from its last checkpoint, if any

@@ -26,7 +26,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -676,17 +676,22 @@ def generate_synthetic_dataset(out_dir: str | Path, n_train_ids: int = 24, n_tes
 
 def render_images_for_handinfo(handinfo_csv: str | Path, images_dir: str | Path,
                                size: tuple[int, int] = (1600, 1200), seed: int = 0,
-                               limit: int | None = None, skip_existing: bool = True) -> int:
+                               limit: int | None = None, skip_existing: bool = True,
+                               only: Collection[str] | None = None) -> int:
     """Render a synthetic image for each row of an existing HandInfo.csv (e.g. the real one).
 
     Lets the full-size pipeline be exercised and timed without the real photos. Ids are stripped
     (the real file has "1200000 "). `limit` caps the number of CSV rows considered (first rows
-    first, skipped existing files included); returns the number of images written.
+    first, skipped existing files included); `only` restricts to these imageNames; returns the
+    number of images written.
     """
     from .handinfo import load_handinfo  # the one validating reader of the schema
     w, h = _check_size(size)
     out = Path(images_dir)
     records = load_handinfo(handinfo_csv, check_sha256=False)[:limit]
+    if only is not None:
+        wanted = set(only)
+        records = [r for r in records if r.image_name in wanted]
     for r in records:
         if Path(r.image_name).name != r.image_name or r.image_name in (".", ".."):
             raise ValueError(f"{handinfo_csv}: imageName {r.image_name!r} must be a plain file name")

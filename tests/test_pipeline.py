@@ -117,3 +117,23 @@ def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch
         stages.run_zero_shot(run, run.profile.backbones[0])
     with pytest.raises(MissingImagesError, match="missing"):
         stages.run_stage2(run, "stage2_vitb16")
+
+
+def test_rendered_11k_dataset_is_labelled_synthetic_and_renders_only_protocol_rows(tmp_path):
+    from clipfh_utils.config import load_stage2
+    from clipfh_utils.workbook import open_run
+
+    run = open_run("full_rendered", tmp_path / "run",
+                   {"data.render_size": [64, 48], "data.synthetic_dir": str(tmp_path / "synth"),
+                    "data.cache_dir": str(tmp_path / "cache"), "protocol.n_splits": 1, "device": "cpu"})
+    ds = run.dataset
+    assert ds.kind == "11k-rendered" and not ds.is_real and "SYNTHETIC" in ds.description
+    proto = run.protocol()
+    assert proto.summary()["test_images"] == 1042  # the real protocol, from the committed lists
+    rendered = {p.name for p in ds.images_dir.iterdir()}
+    needed = {r.image_name for r in proto.train + proto.val + proto.eval_rows()}
+    assert rendered == needed
+    run.require_images()
+    assert "Not a hand-identification result" in run.banner()
+    cfg = load_stage2(run.profile.stage2[0], run.profile.stage2_overrides)
+    assert cfg.backbone.weights is None and cfg.seeds == [0]
