@@ -21,15 +21,17 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .atomic import atomic_write_bytes
 
 __all__ = [
     "ASPECTS", "GENERATOR_VERSION", "HANDINFO_COLUMNS", "HandIdentity", "Nuisance",
@@ -556,21 +558,6 @@ def _finish(colour: Image.Image, mask: Image.Image, nuis: Nuisance, w: int, h: i
 # Files
 # --------------------------------------------------------------------------------------------
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder + os.replace: an interruption never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; data files should be readable
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _encode(img: Image.Image, name: str, quality: int) -> bytes:
     buf = io.BytesIO()
     suffix = Path(name).suffix.lower()
@@ -659,7 +646,7 @@ def generate_synthetic_dataset(out_dir: str | Path, n_train_ids: int = 24, n_tes
     def work(job: tuple[HandIdentity, str, str, bool]) -> None:
         ident, name, aspect, acc = job
         img = render_hand(ident, nuisance_from_name(name, seed), aspect, acc, (w, h))
-        _atomic_write_bytes(hands_dir / name, _encode(img, name, jpeg_quality))
+        atomic_write_bytes(hands_dir / name, _encode(img, name, jpeg_quality))
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         for _ in pool.map(work, jobs):
@@ -669,8 +656,8 @@ def generate_synthetic_dataset(out_dir: str | Path, n_train_ids: int = 24, n_tes
     buf.write(",".join(HANDINFO_COLUMNS) + "\n")  # the real header is unquoted
     writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     writer.writerows(rows)
-    _atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
-    _atomic_write_bytes(stamp, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
+    atomic_write_bytes(stamp, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
     return csv_path
 
 
@@ -700,14 +687,21 @@ def render_images_for_handinfo(handinfo_csv: str | Path, images_dir: str | Path,
     if skip_existing:
         jobs = [j for j in jobs if not (out / j[1]).exists()]
 
-    def work(job: tuple[str, str, str, bool]) -> None:
-        pid, name, aspect, acc = job
-        img = render_hand(identity_from_id(pid, seed), nuisance_from_name(name, seed), aspect,
-                          acc, (w, h))
-        _atomic_write_bytes(out / name, _encode(img, name, _JPEG_QUALITY_RENDER))
-
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        for _ in pool.map(work, jobs):
-            pass
+    # drawing holds the GIL: full-size renders go to worker processes ("spawn": safe next to CUDA)
+    args = [(pid, name, aspect, acc, w, h, seed, str(out)) for pid, name, aspect, acc in jobs]
+    if len(args) < 32:
+        for a in args:
+            _render_row(a)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=os.cpu_count() or 1, mp_context=ctx) as pool:
+            for _ in pool.map(_render_row, args, chunksize=8):
+                pass
     return len(jobs)
+
+
+def _render_row(job: tuple) -> None:
+    pid, name, aspect, acc, w, h, seed, out = job
+    img = render_hand(identity_from_id(pid, seed), nuisance_from_name(name, seed), aspect, acc, (w, h))
+    atomic_write_bytes(Path(out) / name, _encode(img, name, _JPEG_QUALITY_RENDER))
 
