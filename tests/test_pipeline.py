@@ -5,6 +5,7 @@ import re
 import sys
 
 import nbformat
+import torch
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
@@ -137,3 +138,19 @@ def test_rendered_11k_dataset_is_labelled_synthetic_and_renders_only_protocol_ro
     assert "Not a hand-identification result" in run.banner()
     cfg = load_stage2(run.profile.stage2[0], run.profile.stage2_overrides)
     assert cfg.backbone.weights is None and cfg.seeds == [0]
+
+
+def test_stage2_training_data_holds_training_identities_only(tmp_path):
+    from clipfh_utils.stages import make_train_data
+    from clipfh_utils.workbook import open_run
+
+    run = open_run("demo", tmp_path)
+    proto = run.protocol()
+    data = make_train_data(run, (64, 64))
+    test_ids = {r.person_id for r in proto.test}
+    assert set(data.class_ids) == {r.person_id for r in proto.train}
+    assert not set(data.class_ids) & test_ids
+    assert data.images.shape == (len(proto.train), 3, 64, 64) and data.images.dtype == torch.uint8
+    assert data.labels.max() == data.n_classes - 1 and len(data.val_labels) == len(proto.val)
+    # the monitor's queries are the validation images of those same training identities
+    assert sorted(data.val_labels.tolist()) == sorted(data.class_ids.index(r.person_id) for r in proto.val)
