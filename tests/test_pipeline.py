@@ -5,13 +5,18 @@ import re
 import sys
 
 import nbformat
-import torch
 import pytest
+import torch
 from jupyter_client.kernelspec import KernelSpecManager
 
 from clipfh_utils.config import load_profile
 from clipfh_utils.results import comparison_table, load_metrics
-from clipfh_utils.runner import NOTEBOOK_DIR, PipelineError, kernel_environment, run_pipeline
+from clipfh_utils.runner import (
+    NOTEBOOK_DIR,
+    PipelineError,
+    kernel_environment,
+    run_pipeline,
+)
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
