@@ -12,7 +12,6 @@ import pandas as pd
 import torch
 
 from .config import BackboneCfg, Stage2Cfg, load_stage2
-from .dataset import load_rows
 from .evaluation import FeatureBank, evaluate_protocol
 from .features import embed_images
 from .models import ClipModel, load_clip
@@ -34,13 +33,12 @@ class EvalResult:
     metrics_file: Path | None = None
 
 
-def evaluate_embedder(run: Run, fn, clip: ClipModel, flip: bool = False,
-                      batch_size: int = 256, size_hw: tuple[int, int] | None = None
+def evaluate_embedder(run: Run, fn, clip: ClipModel, flip: bool = False, batch_size: int = 256
                       ) -> tuple[FeatureBank, torch.Tensor, list[SplitRow], pd.DataFrame]:
     """Embed every evaluation image once with `fn`, then score all splits and both protocols."""
     proto = run.protocol()
     rows = proto.eval_rows()
-    images, index = load_rows(run.dataset, rows, size_hw or clip.image_size)
+    images, index = run.images(rows, clip.image_size)
     feats = embed_images(fn, images, clip.mean, clip.std, run.device, batch_size, flip=flip)
     bank = FeatureBank(feats, index)
     return bank, images, rows, evaluate_protocol(bank, proto, with_cmc=True)
@@ -64,8 +62,8 @@ def make_train_data(run: Run, size_hw: tuple[int, int]) -> TrainData:
     class_ids = sorted({r.person_id for r in proto.train}, key=int)
     label_of = {pid: i for i, pid in enumerate(class_ids)}
     val = [r for r in proto.val if r.person_id in label_of]
-    images, _ = load_rows(run.dataset, proto.train, size_hw)
-    val_images, _ = load_rows(run.dataset, val, size_hw)
+    images, _ = run.images(proto.train, size_hw)
+    val_images, _ = run.images(val, size_hw)
     dev = run.device
     return TrainData(images.to(dev), torch.tensor([label_of[r.person_id] for r in proto.train], device=dev),
                      class_ids, val_images.to(dev),

@@ -14,10 +14,10 @@ import torch
 
 from .atomic import atomic_write_json
 from .config import Profile, load_profile, repo_path, to_dict
-from .dataset import HandDataset, load_protocol, prepare_dataset
+from .dataset import HandDataset, load_protocol, load_rows, prepare_dataset
 from .image_cache import check_images
 from .models import ClipModel, resolve_device
-from .protocol import Protocol
+from .protocol import Protocol, SplitRow
 
 
 @dataclass
@@ -27,12 +27,20 @@ class Run:
     device: torch.device
     dataset: HandDataset
     _protocol: Protocol | None = field(default=None, repr=False)
+    _images: dict = field(default_factory=dict, repr=False)
 
     def protocol(self) -> Protocol:
         if self._protocol is None:
             p = self.profile.protocol
             self._protocol = load_protocol(self.dataset, p.aspect, p.seed, p.n_splits)
         return self._protocol
+
+    def images(self, rows: list[SplitRow], size_hw: tuple[int, int]) -> tuple[torch.Tensor, dict[str, int]]:
+        """uint8 images of `rows` (decode cache on disk, shared in memory within the run)."""
+        key = (tuple(r.image_name for r in rows), tuple(size_hw))
+        if key not in self._images:
+            self._images[key] = load_rows(self.dataset, rows, size_hw)
+        return self._images[key]
 
     def require_images(self) -> None:
         """Fail before any model is loaded if an image of the protocol is missing (all listed)."""
