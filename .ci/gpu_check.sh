@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared device run: GPU checks, then the benchmarks. Usage on the lent machine:
-#   bash .ci/gpu_check.sh   (expects .whl/ with open_clip_torch, ftfy, wcwidth wheels; see README)
+#   bash .ci/gpu_check.sh   (uses .whl/*.whl (open_clip_torch, ftfy, wcwidth) when the machine lacks open_clip; see README, Performance)
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 if [ -d .whl ]; then
