@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .config import REPO_ROOT, load_profile, parse_overrides, repo_path, resolve_config_path
-from .results import comparison_table, load_metrics
+from .results import PROTOCOL_LABELS, comparison_table, load_metrics
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # Large-allocation churn (feature maps freed and re-allocated every step) otherwise goes back to
@@ -139,8 +139,8 @@ def write_index(out: Path, profile_name: str, status: dict) -> Path:
                     f"</td><td>{st['seconds']:.1f} s</td></tr>")
     parts.append("<h2>Reports</h2><table border=1 cellpadding=4><tr><th>notebook</th><th>status</th>"
                  "<th>duration</th></tr>" + "".join(rows) + "</table>")
-    for proto, label in (("clipfh", "clipfh protocol: single-aspect gallery, standard AP"),
-                         ("mbanet", "mbanet protocol: gallery_all, trapezoid AP")):
+    for proto in ("clipfh", "mbanet"):
+        label = PROTOCOL_LABELS[proto]
         table = comparison_table(out, proto)
         if not table.empty:
             cols = ["stage", "model", "rank1", "rank5", "rank10", "mAP", "n", "weights", "data"]

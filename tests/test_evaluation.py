@@ -119,3 +119,13 @@ def test_evaluate_protocol_indexes_one_feature_matrix(real_records):
     s = summarize(df)
     assert s.loc["clipfh", ("mean", "mAP")] == pytest.approx(df[df.protocol == "clipfh"]["mAP"].mean())
     assert s.loc["clipfh", ("sd", "mAP")] == pytest.approx(df[df.protocol == "clipfh"]["mAP"].std(ddof=1))
+
+
+def test_published_numbers_are_labelled_with_their_protocol():
+    from clipfh_utils.results import published_table
+    t = published_table()
+    assert t["protocol"].notna().all()
+    mba = t[(t.method.str.startswith("MBA-Net")) & (t.aspect == "dorsal right")].iloc[0]
+    assert mba["protocol"].startswith("mbanet") and (mba["rank1"], mba["mAP"]) == (97.45, 97.98)
+    diss = t[t.method.str.startswith("Dissertation Stage 1 ViT")].iloc[0]
+    assert diss["protocol"].startswith("clipfh") and diss["mAP"] == 78.98
