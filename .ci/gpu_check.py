@@ -2,18 +2,23 @@
 
 1. bf16 feature extraction on CUDA agrees with fp32 on the CPU.
 2. The evaluator gives the same numbers on CUDA and CPU.
-3. A tiny Stage 2 run trains on CUDA (bf16, fused Adam) with finite losses.
+3. A tiny CLIP-ReID run trains on CUDA through the shared loop (bf16, fused Adam, compiled with
+   CUDA graphs: epochs, checkpoints and the monitor in between) with finite losses, and a finished
+   seed reloads to the same features.
 """
 import sys
 import tempfile
+from pathlib import Path
 
 import torch
 
-from clipfh_utils.config import Stage2Cfg, build
+from clipfh_utils.backbones import embed_images, load_clip
+from clipfh_utils.config import build
 from clipfh_utils.evaluation import rank_metrics
-from clipfh_utils.features import embed_images
-from clipfh_utils.models import load_clip
-from clipfh_utils.train_stage2 import TrainData, load_log, train_stage2
+from clipfh_utils.methods import BuildContext
+from clipfh_utils.methods.clip_reid import METHOD
+from clipfh_utils.pipeline.experiments import train_or_load
+from clipfh_utils.training import TrainData, load_log
 
 cuda, cpu = torch.device("cuda"), torch.device("cpu")
 ok = True
@@ -36,20 +41,29 @@ for ap in ("standard", "trapezoid"):
     print(f"[2] evaluator CPU vs CUDA ({ap}): {'same' if same else 'DIFFERENT'} {a}")
     ok &= same
 
-cfg = build(Stage2Cfg, {"name": "gpu", "image_size": [64, 64], "amp": True, "compile": False,
-                        "prompt": {"epochs": 2, "batch_size": 8},
-                        "finetune": {"epochs": 2, "p": 4, "k": 4, "lr": 1e-3, "milestones": [1],
-                                     "warmup_epochs": 1}}, "gpu")
-tiny = load_clip("tiny-vit", None, cuda)
-imgs = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8, device=cuda)
-labels = torch.arange(8, device=cuda).repeat_interleave(8)
-data = TrainData(imgs, labels, [str(i) for i in range(8)], imgs[::8].clone(), torch.arange(8, device=cuda))
-with tempfile.TemporaryDirectory() as d:
-    res = train_stage2(cfg, tiny, data, d, cuda, seed=0)
-    log = load_log(d)
-finite = bool(torch.isfinite(torch.tensor(log["total"].dropna().values)).all())
-print(f"[3] tiny Stage 2 on CUDA: {len(log)} logged steps, finite={finite}, "
-      f"last total {log['total'].dropna().iloc[-1]:.3f}")
-ok &= finite
+for backbone, mode in (("tiny-vit", "reduce-overhead"), ("tiny-rn", "default")):
+    cfg = build(METHOD.config_cls, {
+        "name": "gpu", "backbone": {"name": backbone}, "image_size": [64, 64], "amp": True, "compile": True,
+        "compile_mode": mode, "prompt": {"epochs": 2, "batch_size": 8},
+        "finetune": {"epochs": 3, "p": 4, "k": 4, "lr": 1e-3, "milestones": [2], "warmup_epochs": 1,
+                     "monitor_every": 1}}, "gpu")
+    imgs = torch.randint(0, 256, (64, 3, 64, 64), dtype=torch.uint8, device=cuda)
+    labels = torch.arange(8, device=cuda).repeat_interleave(8)
+    data = TrainData(imgs, labels, [str(i) for i in range(8)], imgs[::8].clone(), torch.arange(8, device=cuda))
+    with tempfile.TemporaryDirectory() as d:
+        feats = []
+        for _ in range(2):  # train, then reload the finished seed
+            tiny = load_clip(backbone, None, cuda, (64, 64))
+            ctx = BuildContext(tiny, cuda, 0, torch.Generator(device=cuda).manual_seed(0), True)
+            model, _ = train_or_load(METHOD, cfg, ctx, lambda: data, 8, Path(d),
+                                     resume=False, progress=False, label="gpu")
+            feats.append(embed_images(model.embed, imgs[:8], tiny.mean, tiny.std, cuda, amp=True))
+        log = load_log(d)
+        epochs = load_log(d, per="epoch")
+    finite = bool(torch.isfinite(torch.tensor(log["total"].dropna().values)).all())
+    same = torch.allclose(feats[0], feats[1], atol=1e-3)
+    print(f"[3] tiny CLIP-ReID {backbone} on CUDA, compile {mode}: {len(log)} logged steps, finite={finite}, "
+          f"monitor {epochs['val_mAP'].dropna().round(1).tolist()}, reload identical={same}")
+    ok &= finite and same
 print("GPU CHECKS", "PASSED" if ok else "FAILED")
 sys.exit(0 if ok else 1)

@@ -1,157 +1,121 @@
-"""YAML experiment configs validated into dataclasses.
+"""YAML configs validated into dataclasses, and the one override form used everywhere.
 
-One YAML file = one run. Unknown keys are errors (a typo must not silently fall back to a
-default), and every error names the file and the dotted key.
+One YAML file = one run description. Unknown keys are errors (a typo must not silently fall back
+to a default), every numeric setting has a declared range, and every error names the file or the
+`-p` override the bad key came from. Schemas shared by every method live here (profile, data,
+protocol, backbone); a method's own schema lives next to the method.
+
+Field metadata understood by `build`:
+- `ge`, `gt`, `le`: numeric bounds (also applied to each item of a list);
+- `identity=False`: the setting does not change the trained weights (seeds, batch size of
+  evaluation, compile mode...), so it is left out of the run hash;
+- `internal=True`: filled by code, never read from YAML.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
+ASPECTS: tuple[str, ...] = ("dorsal right", "dorsal left", "palmar right", "palmar left")
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be turned into a valid run description."""
 
 
-# --------------------------------------------------------------------------- schema
+def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, identity: bool = True, internal: bool = False,
+            factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with a declared range and run-identity flag (see module docstring)."""
+    meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le)) if v is not None}
+    meta.update(identity=identity, internal=internal)
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- shared schemas
 
 @dataclass
 class SyntheticCfg:
-    n_train_ids: int = 24
-    n_test_ids: int = 24
-    images_per_id: tuple[int, int] = (6, 10)
-    size: tuple[int, int] = (160, 120)  # (width, height), like PIL
-    accessory_rate: float = 0.1
-    seed: int = 0
+    n_train_ids: int = setting(24, ge=2)
+    n_test_ids: int = setting(24, ge=2)
+    images_per_id: tuple[int, int] = setting((6, 10), ge=2)
+    size: tuple[int, int] = setting((160, 120), ge=16)  # (width, height), like PIL
+    accessory_rate: float = setting(0.1, ge=0, le=1)
+    seed: int = setting(0, ge=0)
 
 
 @dataclass
 class DataCfg:
-    # "synthetic" | "11k" | "11k-rendered" (the real HandInfo.csv rows with synthetic images,
-    # rendered at render_size: exercises and times the full-size pipeline without the photos)
-    dataset: str = "synthetic"
+    """Where the datasets live (which of them a run uses is `Profile.datasets`)."""
     handinfo: str = "data/11k/HandInfo.csv"
     images_dir: str = "data/11k/Hands"
     synthetic_dir: str = "data/synthetic"
-    render_size: tuple[int, int] = (1600, 1200)  # (width, height)
+    # 11k-rendered: the real HandInfo.csv rows with synthetic pixels rendered at this size
+    render_size: tuple[int, int] = setting((1600, 1200), ge=16)  # (width, height)
     cache_dir: str = "data/cache"
     splits_dir: str = "data/splits"
     synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
 
 
 @dataclass
+class DatasetRef:
+    """One dataset a profile trains and evaluates on: a source and an aspect of the hand."""
+    # synthetic | 11k | 11k-rendered (real HandInfo rows, synthetic pixels: times the full pipeline)
+    dataset: Literal["synthetic", "11k", "11k-rendered"] = "synthetic"
+    aspect: Literal["dorsal right", "dorsal left", "palmar right", "palmar left"] = "dorsal right"
+
+
+@dataclass
 class ProtocolCfg:
-    aspect: str = "dorsal right"
-    seed: int = 0
-    n_splits: int = 10
+    seed: int = setting(0, ge=0)                       # split seed: changes the training set
+    n_splits: int = setting(10, ge=1, identity=False)  # Monte Carlo query/gallery draws
 
 
 @dataclass
 class BackboneCfg:
+    # any open_clip model name ("ViT-B-16", "RN50", "ViT-L-14", ...) or a tiny test model
     name: str = "tiny-vit"
-    # None: random init (flagged everywhere); "openai"; a weights file; "local-dir:/folder"
+    # None: random init (flagged everywhere); "openai"; another open_clip pretrained tag (offline
+    # HF cache); a weights file; "local-dir:/folder"
     weights: Optional[str] = None
-
-
-@dataclass
-class Stage1Cfg:
-    batch_size: int = 128
-    flip: bool = False
+    # QuickGELU is what OpenAI's weights were trained with; auto = on for OpenAI weights
+    quick_gelu: Literal["auto", True, False] = "auto"
+    # ResNet only: 1 removes the stride of layer4 (CLIP-ReID's "last stride 1": 14x14 at 224)
+    last_stride: Literal[1, 2] = 2
 
 
 @dataclass
 class Profile:
+    """A whole run of the workbook: which data, which experiments, which notebooks."""
     name: str = "demo"
     description: str = ""
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     data: DataCfg = field(default_factory=DataCfg)
+    datasets: list[DatasetRef] = field(default_factory=lambda: [DatasetRef()])
     protocol: ProtocolCfg = field(default_factory=ProtocolCfg)
-    backbones: list[BackboneCfg] = field(default_factory=list)
-    stage1: Stage1Cfg = field(default_factory=Stage1Cfg)
-    stage2: list[str] = field(default_factory=list)  # Stage 2 config names or paths
-    stage2_overrides: dict[str, Any] = field(default_factory=dict)  # dotted keys, every config
+    backbones: list[BackboneCfg] = field(default_factory=list)  # the zero-shot models of "stage1"
+    # "stage1" (zero-shot, one per backbone) and method configs, e.g. "clip_reid/stage2_vitb16"
+    experiments: list[str] = field(default_factory=list)
+    # experiment overrides in the `-p` form: "<experiment>.<key>=value" or "*.<key>=value"
+    overrides: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=list)
     output_dir: str = ""  # "" -> outputs/<name>
-    resume: bool = False  # Stage 2: continue each seed from its last checkpoint, if any
-
-
-@dataclass
-class PromptCfg:
-    """Stage 2a: learn identity tokens with both encoders frozen."""
-    template: str = "A photo of a X X X X hand."
-    n_ctx: int = 4
-    epochs: int = 120
-    batch_size: int = 64
-    lr: float = 3.5e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 5
-    warmup_lr: float = 1e-5
-    min_lr: float = 1e-6
-
-
-@dataclass
-class AugmentCfg:
-    flip: float = 0.5
-    pad: int = 10
-    erase: float = 0.5
-
-
-@dataclass
-class LossWeights:
-    id: float = 0.25
-    triplet: float = 1.0
-    i2t: float = 1.0
-    center: float = 0.0
-
-
-@dataclass
-class FinetuneCfg:
-    """Stage 2b: fine-tune the image encoder against frozen identity text features."""
-    epochs: int = 60
-    p: int = 16
-    k: int = 4
-    lr: float = 5e-6
-    head_lr: Optional[float] = None  # None -> lr
-    weight_decay: float = 1e-4
-    milestones: list[int] = field(default_factory=lambda: [30, 50])
-    gamma: float = 0.1
-    warmup_epochs: int = 10
-    warmup_factor: float = 0.1
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-    triplet_margin: float = 0.3
-    label_smoothing: float = 0.1
-    classifier: str = "linear"  # "linear" | "arcface"
-    arcface_s: float = 30.0
-    arcface_m: float = 0.5
-    center_lr: float = 0.5
-    train_text_encoder: bool = False
-    text_lr: float = 1e-6
-    augment: AugmentCfg = field(default_factory=AugmentCfg)
-    flip_test: bool = False
-    monitor_every: int = 0  # epochs; validation images of TRAINING ids only
-
-
-@dataclass
-class Stage2Cfg:
-    name: str = "stage2"
-    backbone: BackboneCfg = field(default_factory=BackboneCfg)
-    image_size: tuple[int, int] = (224, 224)  # (height, width)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    prompt: PromptCfg = field(default_factory=PromptCfg)
-    finetune: FinetuneCfg = field(default_factory=FinetuneCfg)
-    amp: bool = True  # bf16 autocast on CUDA; fp32 on CPU regardless
-    compile: bool = False
-    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune-no-cudagraphs
-    eval_batch_size: int = 256
+    resume: bool = False   # continue unfinished runs from their last checkpoint
+    retrain: bool = False  # train again even where a finished run exists (a new run, new hash)
+    cli_overrides: list[str] = setting(factory=list, internal=True)  # experiment `-p` items
 
 
 # --------------------------------------------------------------------------- building
@@ -165,6 +129,21 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _check_range(value: Any, meta: dict, where: str) -> None:
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_range(v, meta, f"{where}[{i}]")
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if "ge" in meta and value < meta["ge"]:
+        raise ConfigError(f"{where}: must be >= {meta['ge']}, got {value}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise ConfigError(f"{where}: must be > {meta['gt']}, got {value}")
+    if "le" in meta and value > meta["le"]:
+        raise ConfigError(f"{where}: must be <= {meta['le']}, got {value}")
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     tp, optional = _strip_optional(tp)
     if value is None:
@@ -176,6 +155,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return build(tp, value, where)
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed or type(value) not in {type(a) for a in allowed}:
+            raise ConfigError(f"{where}: must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, vt = typing.get_args(tp) or (str, Any)
+        return {str(k): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -212,70 +201,138 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def build(cls: type, data: dict, where: str = "config") -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys with their dotted name."""
+    """Build dataclass `cls` from a mapping: unknown keys, wrong types and ranges are errors."""
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = sorted(n for n, f in fields.items() if not f.metadata.get("internal"))
     for key in data:
-        if key not in known:
-            raise ConfigError(
-                f"{where}: unknown key '{key}' (known keys: {', '.join(sorted(known))}); "
-                "fix the spelling or remove it")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+        if key not in fields or fields[key].metadata.get("internal"):
+            raise ConfigError(f"{where}: unknown key '{key}' (known keys: {', '.join(known)}); "
+                              "fix the spelling or remove it")
+    kwargs = {}
+    for k, v in data.items():
+        kwargs[k] = _convert(v, hints[k], f"{where}.{k}")
+        _check_range(kwargs[k], fields[k].metadata, f"{where}.{k}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check(where)
+    return obj
 
 
 def to_dict(obj: Any) -> Any:
     """Plain-data view of a config (for run records and checkpoints)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get("internal")}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
     return obj
 
 
-def parse_overrides(items: list[str] | dict | None) -> dict:
-    """`["stage1.flip=true", "protocol.n_splits=3"]` -> nested dict (values parsed as YAML)."""
-    if not items:
-        return {}
-    if isinstance(items, dict):
-        flat = items
-    else:
-        flat = {}
-        for item in items:
-            if "=" not in item:
-                raise ConfigError(f"override '{item}': expected key=value, e.g. protocol.n_splits=3")
-            key, raw = item.split("=", 1)
-            flat[key.strip()] = yaml.safe_load(raw)
-    nested: dict = {}
-    for dotted, value in flat.items():
-        node = nested
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return nested
+def identity_dict(obj: Any) -> Any:
+    """`to_dict` without the settings that cannot change the trained weights (for run hashes)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: identity_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.metadata.get("identity", True) and not f.metadata.get("internal")}
+    if isinstance(obj, (list, tuple)):
+        return [identity_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: identity_dict(v) for k, v in obj.items()}
+    return obj
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (for tables of differing keys)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
         else:
-            out[k] = v
+            out[key] = v
     return out
 
 
+def config_diff(a: dict, b: dict) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two plain-data configs: key -> (a, b)."""
+    fa, fb = flatten(a), flatten(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+# --------------------------------------------------------------------------- overrides
+
+@dataclass(frozen=True)
+class Override:
+    """`target.key=value`: target is '' (the profile), '*' (every experiment) or an experiment."""
+    target: str
+    key: str
+    value: Any
+    source: str  # what the user wrote, for error messages: "-p 'x.y=1'" or "profiles/demo.yaml"
+
+
+def parse_override(item: str, source: str | None = None) -> tuple[str, Any, str]:
+    """'protocol.n_splits=3' -> ('protocol.n_splits', 3, source); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected key=value, e.g. protocol.n_splits=3 "
+                          "or demo_tiny_vit.finetune.lr=1e-3")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"override '{item}': the value is not valid YAML") from None
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override '{item}': empty key part")
+    return key, value, source or f"-p '{item}'"
+
+
+def merge_into(tree: dict, dotted: str, value: Any) -> dict:
+    """Set `dotted` in a nested dict, merging mappings deeply: no existing key is dropped."""
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        for k, v in value.items():
+            merge_into(node[last], str(k), v)
+    else:
+        node[last] = value
+    return tree
+
+
+def parse_overrides(items: Sequence[str] | dict | None) -> dict:
+    """`["protocol.n_splits=3", "device=cpu"]` -> nested dict, merged in order."""
+    tree: dict = {}
+    if not items:
+        return tree
+    pairs = items.items() if isinstance(items, dict) else (parse_override(i)[:2] for i in items)
+    for key, value in pairs:
+        merge_into(tree, key, value)
+    return tree
+
+
+# --------------------------------------------------------------------------- files
+
 def resolve_config_path(name_or_path: str | Path, kind: str) -> Path:
-    """A bare name ('demo') means configs/<kind>/<name>.yaml; anything else is a path."""
+    """A bare name ('demo') means configs/<kind>/<name>.yaml; anything ending .yaml is a path."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
-        return p if p.is_absolute() else (Path.cwd() / p if (Path.cwd() / p).exists() else REPO_ROOT / p)
+        if p.is_absolute():
+            return p
+        return Path.cwd() / p if (Path.cwd() / p).exists() else REPO_ROOT / p
     candidate = CONFIG_DIR / kind / f"{name_or_path}.yaml"
     if not candidate.exists():
         available = sorted(q.stem for q in (CONFIG_DIR / kind).glob("*.yaml"))
-        raise ConfigError(f"no {kind} config named '{name_or_path}' in {candidate.parent} "
-                          f"(available: {', '.join(available)})")
+        raise ConfigError(f"no {kind} config named '{name_or_path}' in {display_path(candidate.parent)} "
+                          f"(available: {', '.join(available) or 'none'})")
     return candidate
 
 
@@ -284,35 +341,46 @@ def load_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{display_path(path)}: not valid YAML{at}; fix the file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{display_path(path)}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise ConfigError(f"{display_path(path)}: expected a mapping at the top level")
     return data
 
 
-def load_config(cls: type, name_or_path: str | Path, kind: str,
-                overrides: list[str] | dict | None = None) -> Any:
-    path = resolve_config_path(name_or_path, kind)
-    data = _merge(load_yaml(path), parse_overrides(overrides))
-    return build(cls, data, where=str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path))
+PROFILE_KEYS = frozenset(f.name for f in dataclasses.fields(Profile) if not f.metadata.get("internal"))
 
 
-def load_profile(name_or_path: str | Path, overrides: list[str] | dict | None = None) -> Profile:
-    return load_config(Profile, name_or_path, "profiles", overrides)
+def load_profile(name_or_path: str | Path, overrides: Sequence[str] | None = None) -> Profile:
+    """The profile with `-p` items applied: profile keys here, experiment keys kept for later.
 
-
-def load_stage2(name_or_path: str | Path, overrides: list[str] | dict | None = None) -> Stage2Cfg:
-    cfg = load_config(Stage2Cfg, name_or_path, "stage2", overrides)
-    if cfg.finetune.classifier not in ("linear", "arcface"):
-        raise ConfigError(f"{name_or_path}: finetune.classifier must be 'linear' or 'arcface', "
-                          f"got {cfg.finetune.classifier!r}")
-    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-    if cfg.compile_mode not in modes:
-        raise ConfigError(f"{name_or_path}: compile_mode must be one of {', '.join(modes)}, "
-                          f"got {cfg.compile_mode!r}")
-    return cfg
+    An item whose first part is a profile key (`protocol.n_splits=3`) changes the profile; any
+    other (`demo_tiny_vit.finetune.lr=1e-3`, `'*.seeds=[0]'`) is an experiment override, checked
+    against the experiments when they are resolved.
+    """
+    path = resolve_config_path(name_or_path, "profiles")
+    where = display_path(path)
+    data = load_yaml(path)
+    prof = build(Profile, data, where)  # the file alone: its errors name the file
+    experiment_items = []
+    for item in overrides or []:
+        key, value, source = parse_override(item)
+        if key.split(".")[0] not in PROFILE_KEYS:
+            experiment_items.append(item)
+            continue
+        trial = merge_into(copy.deepcopy(data), key, value)
+        try:
+            prof = build(Profile, trial, where)
+        except ConfigError as e:  # name the override, not the file
+            raise ConfigError(f"{source}: {str(e).removeprefix(where + '.')}") from None
+        data = trial
+    prof.cli_overrides = experiment_items
+    return prof
 
 
 def display_path(p: str | Path) -> str:

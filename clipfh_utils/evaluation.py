@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .protocol import Protocol, SplitRow
+from .data.protocol import Protocol, SplitRow
 
 # name -> (gallery lists of the protocol, AP flavour)
 PROTOCOLS: dict[str, tuple[str, str]] = {
@@ -33,8 +33,11 @@ def _as_tensor(x, device=None) -> torch.Tensor:
 
 
 def rank_metrics(sim, query_ids, gallery_ids, ks: Sequence[int] = (1, 5, 10),
-                 ap: str = "standard", return_cmc: bool = False) -> dict:
+                 ap: str = "standard", return_cmc: bool = False, return_per_query: bool = False) -> dict:
     """Rank-k accuracies and mAP in percent for a (Q, G) similarity matrix.
+
+    `return_per_query` adds "rank" (1-based rank of each query's first match) and "ap" (each
+    query's AP in [0, 1]): what a bootstrap over identities resamples.
 
     A query without any match in the gallery is an error: silently skipping it inflates scores.
     """
@@ -72,6 +75,9 @@ def rank_metrics(sim, query_ids, gallery_ids, ks: Sequence[int] = (1, 5, 10),
         cmc = torch.zeros(m.shape[1], device=m.device)
         cmc.index_add_(0, first, torch.ones_like(first, dtype=torch.float))
         out["cmc"] = (cmc.cumsum(0) / q.numel() * 100).cpu().numpy()
+    if return_per_query:
+        out["rank"] = (first + 1).cpu().numpy()
+        out["ap"] = ap_q.cpu().numpy()
     return out
 
 
@@ -89,15 +95,27 @@ class FeatureBank:
 
 def evaluate_protocol(bank: FeatureBank, proto: Protocol,
                       protocols: Sequence[str] = ("clipfh", "mbanet"),
-                      ks: Sequence[int] = (1, 5, 10), with_cmc: bool = False) -> pd.DataFrame:
-    """Per-split metrics for each protocol: columns protocol, split, rank1, rank5, rank10, mAP."""
+                      ks: Sequence[int] = (1, 5, 10), with_cmc: bool = False,
+                      per_query: list | None = None) -> pd.DataFrame:
+    """Per-split metrics for each protocol: columns protocol, split, rank1, rank5, rank10, mAP.
+
+    With a list as `per_query`, one DataFrame per (protocol, split) is appended to it: query
+    image, identity, rank of the first match, AP.
+    """
     rows = []
     for name in protocols:
         gallery_attr, ap = PROTOCOLS[name]
         for i in range(proto.n_splits):
-            qf, ql = bank.take(proto.queries[i])
+            queries = proto.queries[i]
+            qf, ql = bank.take(queries)
             gf, gl = bank.take(getattr(proto, gallery_attr)[i])
-            res = rank_metrics(qf @ gf.T, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc)
+            res = rank_metrics(qf @ gf.T, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc,
+                               return_per_query=per_query is not None)
+            if per_query is not None:
+                per_query.append(pd.DataFrame({
+                    "protocol": name, "split": i, "query": [r.image_name for r in queries],
+                    "person_id": [r.person_id for r in queries],
+                    "rank": res.pop("rank"), "ap": res.pop("ap")}))
             rows.append({"protocol": name, "split": i, **res})
     return pd.DataFrame(rows)
 

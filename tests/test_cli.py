@@ -1,11 +1,11 @@
-"""The command line: benchmark on the CPU, split lists, full-size synthetic rendering."""
+"""The command line: benchmark on the CPU, split lists, full-size synthetic rendering, one-line errors."""
 import json
 
 import numpy as np
 import torch
 
 from clipfh_utils.cli import main
-from clipfh_utils.image_cache import load_images
+from clipfh_utils.data.image_cache import load_images
 
 from .conftest import REAL_HANDINFO
 
@@ -44,3 +44,11 @@ def test_full_size_rendering_goes_through_the_decode_path(tmp_path):
     imgs = load_images(tmp_path / "Hands", names, (224, 224), tmp_path / "cache")
     assert imgs.shape == (3, 3, 224, 224) and imgs.dtype == torch.uint8
     assert float(np.std(imgs.numpy())) > 5  # a real picture, not a blank
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    assert main(["run", "--profile", "demo", "--run-dir", str(tmp_path), "-p", "demo_tiny_vit.finetune.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lrr" in err and "Traceback" not in err
+    assert main(["run", "--profile", "nope", "--run-dir", str(tmp_path)]) == 2
+    assert "no profiles config named 'nope'" in capsys.readouterr().err

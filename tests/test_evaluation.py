@@ -4,7 +4,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from clipfh_utils.evaluation import FeatureBank, evaluate_protocol, rank_metrics, summarize
-from clipfh_utils.protocol import build_protocol
+from clipfh_utils.data.protocol import build_protocol
 
 
 def brute_force(sim, q_ids, g_ids, ks=(1, 5, 10), ap="standard"):
@@ -122,7 +122,7 @@ def test_evaluate_protocol_indexes_one_feature_matrix(real_records):
 
 
 def test_published_numbers_are_labelled_with_their_protocol():
-    from clipfh_utils.results import published_table
+    from clipfh_utils.report.results import published_table
     t = published_table()
     assert t["protocol"].notna().all()
     mba = t[(t.method.str.startswith("MBA-Net")) & (t.aspect == "dorsal right")].iloc[0]

@@ -2,7 +2,7 @@ import warnings
 
 import pytest
 
-from clipfh_utils.handinfo import ASPECTS, HandInfoError, load_handinfo, verify_checksum
+from clipfh_utils.data.handinfo import ASPECTS, HandInfoError, load_handinfo, verify_checksum
 
 from .conftest import REAL_HANDINFO
 

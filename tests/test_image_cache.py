@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clipfh_utils import image_cache
-from clipfh_utils.image_cache import ImageDecodeError, MissingImagesError, load_images
+from clipfh_utils.data import image_cache
+from clipfh_utils.data.image_cache import ImageDecodeError, MissingImagesError, load_images
 
 
 def _make_images(folder, n=4, size=(80, 60)):

@@ -9,14 +9,10 @@ import pytest
 import torch
 from jupyter_client.kernelspec import KernelSpecManager
 
-from clipfh_utils.config import load_profile
-from clipfh_utils.results import comparison_table, load_metrics
-from clipfh_utils.runner import (
-    NOTEBOOK_DIR,
-    PipelineError,
-    kernel_environment,
-    run_pipeline,
-)
+from clipfh_utils.config import ConfigError, load_profile
+from clipfh_utils.report.results import comparison_table, invocation_metrics
+from clipfh_utils.runs import latest_invocation, read_manifest
+from clipfh_utils.pipeline.runner import NOTEBOOK_DIR, PipelineError, kernel_environment, run_pipeline
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
@@ -25,13 +21,16 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 def test_notebooks_are_committed_clean_and_parameterised(path):
     nb = nbformat.read(path, as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and "profile" in tagged[0].source and "run_dir" in tagged[0].source
+    assert len(tagged) == 1
+    for name in ("profile", "run_dir", "overrides", "invocation"):
+        assert re.search(rf"^{name} = ", tagged[0].source, re.M), name
     for c in nb.cells:
         if c.cell_type == "code":
             assert not c.outputs and c.execution_count is None
             # the story lives here, the logic in clipfh_utils
-            assert not re.search(r"^\s*(def|class)\s", c.source, re.M), c.source
+            assert not re.search(r"^\s*(def|class|for .* in range)\s", c.source, re.M), c.source
     assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert "wb.start(profile, run_dir, overrides, invocation)" in nb.cells[2].source  # one way in
 
 
 @pytest.fixture(scope="module")
@@ -45,40 +44,55 @@ def demo_run(tmp_path_factory):
 def test_demo_run_writes_reports_with_figures_and_index(demo_run):
     out, index = demo_run
     names = load_profile("demo").notebooks
+    inv = latest_invocation(out)
     html = index.read_text()
     assert "Not a hand-identification result" in html and "synthetic" in html.lower()
     assert "}}" not in html and "fine-tuned from random init" in html
     for name in names:
-        assert f'href="reports/{name}.html"' in html
-        report = (out / "reports" / f"{name}.html").read_text()
+        assert f'href="invocations/{inv}/reports/{name}.html"' in html
+        report = (out / "invocations" / inv / "reports" / f"{name}.html").read_text()
         assert report.count("data:image/png") >= 1, name
-        assert "Traceback" not in report
-        assert (out / "notebooks" / f"{name}.ipynb").exists()
-    status = json.loads((out / "notebook_status.json").read_text())
+        assert "Traceback" not in report and "Not a hand-identification result" in report
+        assert (out / "invocations" / inv / "notebooks" / f"{name}.ipynb").exists()
+    status = read_manifest(out, inv)["notebooks"]
     assert all(status[n]["ok"] and status[n]["seconds"] > 0 for n in names)
 
 
 @pytest.mark.slow
 def test_demo_metrics_say_what_produced_them(demo_run):
     out, _ = demo_run
-    metrics = load_metrics(out)
-    stages = {(m["stage"], m["model"]) for m in metrics}
-    assert {("stage1", "tiny-vit"), ("stage1", "tiny-rn"),
-            ("stage2", "demo_tiny_vit"), ("stage2", "demo_tiny_rn")} <= stages
+    metrics = invocation_metrics(out)
+    assert {(m["stage"], m["experiment"]) for m in metrics} == {
+        ("stage1", "zero_shot_tiny-vit"), ("stage1", "zero_shot_tiny-rn"),
+        ("stage2", "demo_tiny_vit"), ("stage2", "demo_tiny_rn")}
     for m in metrics:
         assert m["real_data"] is False and m["pretrained"] is False
         assert "SYNTHETIC" in m["data"] and "random init" in m["weights"]
         assert {r["protocol"] for r in m["per_split"]} == {"clipfh", "mbanet"}
-        assert len(m["per_split"]) == 2 * 10 * len(m.get("seeds", [0]))
-    assert (out / "metrics" / "stage1__tiny-vit.csv").exists()
+        assert len(m["per_split"]) == 2 * 10 * len(m["seeds"])
+        env = m["environment"]
+        assert len(env["git_commit"]) == 40 and isinstance(env["git_dirty"], bool)
+        assert env["torch"] == torch.__version__ and env["open_clip"] and env["python"]
+        assert any(p.startswith("torch==") for p in env["pip_freeze"])
+        ident = m["identity"]
+        assert len(ident["data"]["handinfo_sha256"]) == 64 and len(ident["data"]["train_images_sha256"]) == 64
+        assert ident["weights_sha256"].startswith("random init") and m["run"].startswith(m["experiment"] + "-")
+        assert "seeds" not in ident["config"] and "n_splits" not in json.dumps(ident)
+        run_dir = out / "runs" / m["run"]
+        assert json.loads((run_dir / "run.json").read_text())["identity"] == ident
+        per_query = run_dir / "metrics" / "synthetic-dorsal_right__default__n10.per_query.csv.gz"
+        assert per_query.exists()
+    trained = [m for m in metrics if m["stage"] == "stage2"]
+    assert all(m["train"] and all(t["images_per_s"] > 0 for t in m["train"].values()) for m in trained)
 
 
 @pytest.mark.slow
-def test_demo_stage2_beats_stage1_by_20_map_points(demo_run):
+@pytest.mark.parametrize("backbone, stage2", [("zero_shot_tiny-vit", "demo_tiny_vit"),
+                                              ("zero_shot_tiny-rn", "demo_tiny_rn")])
+def test_demo_stage2_beats_stage1_by_20_map_points(demo_run, backbone, stage2):
     out, _ = demo_run
-    t = comparison_table(out, "clipfh").set_index("model")
-    stage1, stage2 = t.loc["tiny-vit", "mAP_mean"], t.loc["demo_tiny_vit", "mAP_mean"]
-    assert stage2 >= stage1 + 20, (stage1, stage2)
+    t = comparison_table(invocation_metrics(out), "clipfh").set_index("model")
+    assert t.loc[stage2, "mAP_mean"] >= t.loc[backbone, "mAP_mean"] + 20, t[["mAP_mean"]]
 
 
 @pytest.mark.slow
@@ -88,8 +102,16 @@ def test_failing_notebook_names_itself_and_keeps_partial_output(tmp_path):
                      params=["backbones=[{name: ViT-Q-99}]"])
     msg = str(e.value)
     assert "01_stage1_zero_shot" in msg and "cell" in msg and "unknown backbone" in msg
-    assert (tmp_path / "notebooks" / "01_stage1_zero_shot.ipynb").exists()
+    inv = latest_invocation(tmp_path)
+    assert (tmp_path / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.failed.ipynb").exists()
+    assert not (tmp_path / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.ipynb").exists()
     assert "FAILED" in (tmp_path / "index.html").read_text()
+
+
+def test_bad_config_fails_before_any_notebook_runs(tmp_path):
+    with pytest.raises(ConfigError, match=r"-p 'demo_tiny_rn.finetune.lrr=1': finetune: unknown key 'lrr'"):
+        run_pipeline("demo", run_dir=tmp_path, params=["demo_tiny_rn.finetune.lrr=1"])
+    assert not (tmp_path / "invocations").exists()
 
 
 def test_unknown_notebook_is_rejected(tmp_path):
@@ -112,26 +134,23 @@ def test_kernel_is_pinned_to_this_interpreter(tmp_path, monkeypatch):
 
 
 def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch):
-    from clipfh_utils import stages
-    from clipfh_utils.image_cache import MissingImagesError
-    from clipfh_utils.workbook import open_run
+    from clipfh_utils.data.image_cache import MissingImagesError
+    from clipfh_utils.pipeline import experiments, open_run
 
-    run = open_run("full", tmp_path, {"data.images_dir": str(tmp_path / "Hands"), "device": "cpu"})
+    run = open_run("full", tmp_path, [f"data.images_dir={tmp_path / 'Hands'}", "device=cpu"])
     (tmp_path / "Hands").mkdir()
-    monkeypatch.setattr(stages, "load_clip", lambda *a, **k: pytest.fail("model loaded first"))
-    with pytest.raises(MissingImagesError, match=r"(\d+) of \1 images missing .*first: Hand_"):
-        stages.run_zero_shot(run, run.profile.backbones[0])
-    with pytest.raises(MissingImagesError, match="missing"):
-        stages.run_stage2(run, "stage2_vitb16")
+    monkeypatch.setattr(experiments, "load_clip", lambda *a, **k: pytest.fail("model loaded first"))
+    for stage in ("stage1", "stage2"):
+        with pytest.raises(MissingImagesError, match=r"(\d+) of \1 images missing .*first: Hand_"):
+            run.run_stage(stage)
 
 
 def test_rendered_11k_dataset_is_labelled_synthetic_and_renders_only_protocol_rows(tmp_path):
-    from clipfh_utils.config import load_stage2
-    from clipfh_utils.workbook import open_run
+    from clipfh_utils.pipeline import open_run
 
     run = open_run("full_rendered", tmp_path / "run",
-                   {"data.render_size": [64, 48], "data.synthetic_dir": str(tmp_path / "synth"),
-                    "data.cache_dir": str(tmp_path / "cache"), "protocol.n_splits": 1, "device": "cpu"})
+                   ["data.render_size=[64, 48]", f"data.synthetic_dir={tmp_path / 'synth'}",
+                    f"data.cache_dir={tmp_path / 'cache'}", "protocol.n_splits=1", "device=cpu"])
     ds = run.dataset
     assert ds.kind == "11k-rendered" and not ds.is_real and "SYNTHETIC" in ds.description
     proto = run.protocol()
@@ -139,19 +158,18 @@ def test_rendered_11k_dataset_is_labelled_synthetic_and_renders_only_protocol_ro
     rendered = {p.name for p in ds.images_dir.iterdir()}
     needed = {r.image_name for r in proto.train + proto.val + proto.eval_rows()}
     assert rendered == needed
-    run.require_images()
+    ds.require_images()
     assert "Not a hand-identification result" in run.banner()
-    cfg = load_stage2(run.profile.stage2[0], run.profile.stage2_overrides)
-    assert cfg.backbone.weights is None and cfg.seeds == [0]
+    exps = {e.name: e for e in run.experiments()}
+    assert exps["stage2_vitb16"].cfg.backbone.weights is None and exps["stage2_vitb16"].cfg.seeds == [0, 1, 2]
 
 
-def test_stage2_training_data_holds_training_identities_only(tmp_path):
-    from clipfh_utils.stages import make_train_data
-    from clipfh_utils.workbook import open_run
+def test_training_data_holds_training_identities_only(tmp_path):
+    from clipfh_utils.pipeline import open_run
 
     run = open_run("demo", tmp_path)
     proto = run.protocol()
-    data = make_train_data(run, (64, 64))
+    data = run.train_data(run.dataset, (64, 64))
     test_ids = {r.person_id for r in proto.test}
     assert set(data.class_ids) == {r.person_id for r in proto.train}
     assert not set(data.class_ids) & test_ids

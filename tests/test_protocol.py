@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from clipfh_utils.handinfo import ASPECTS, HandRecord
-from clipfh_utils.protocol import (ID_THRESHOLDS, build_protocol, read_split_files, split_dir,
+from clipfh_utils.data.handinfo import ASPECTS, HandRecord
+from clipfh_utils.data.protocol import (ID_THRESHOLDS, build_protocol, read_split_files, split_dir,
                                    write_split_files)
 
 from .conftest import REPO

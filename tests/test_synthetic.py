@@ -1,4 +1,4 @@
-"""Tests for the synthetic hand generator (clipfh_utils.synthetic)."""
+"""Tests for the synthetic hand generator (clipfh_utils.data.synthetic)."""
 from __future__ import annotations
 
 import csv
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipfh_utils.synthetic import (ASPECTS, HandIdentity, Nuisance, generate_synthetic_dataset,
+from clipfh_utils.data.synthetic import (ASPECTS, HandIdentity, Nuisance, generate_synthetic_dataset,
                                     identity_from_id, nuisance_from_name, render_hand,
                                     render_images_for_handinfo)
 

@@ -1,0 +1,87 @@
+"""What a method is: a config schema, a model with an `embed`, and (if it trains) a training plan.
+
+A method is one folder under `methods/` (or any importable module) exposing `METHOD`, an instance
+of a `Method` subclass. The pipeline does everything else the same way for every method: it
+loads the backbone, builds the model, hands the plan's phases to the shared `Trainer`, embeds the
+test images with each of the method's embedders and scores them with the one evaluator.
+See README "How to add a method".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
+
+import torch
+from torch import nn
+
+from ..backbones.loading import ClipModel
+from ..config import BackboneCfg, ConfigError, setting
+from ..training.data import TrainData
+from ..training.loop import Phase
+
+
+@dataclass
+class ExperimentCfg:
+    """The keys every experiment config has; a method's config extends this class."""
+    name: str = ""                       # the experiment's name: "<name>-<hash>" names its runs
+    method: str = ""                     # registry key; defaults to the config's folder
+    backbone: BackboneCfg = field(default_factory=BackboneCfg)
+    image_size: Optional[tuple[int, int]] = setting(None, ge=16)  # (height, width); None: native
+    seeds: list[int] = setting([0], ge=0, identity=False)  # each seed is trained inside one run
+    amp: bool = True                     # bf16 autocast on CUDA (training and evaluation); fp32 on CPU
+    compile: bool = setting(False, identity=False)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = setting("default", identity=False)
+    eval_batch_size: int = setting(256, ge=1, identity=False)
+    flip_test: bool = setting(False, identity=False)  # average features of image and mirror image
+
+    def check(self, where: str) -> None:
+        if not self.seeds:
+            raise ConfigError(f"{where}.seeds: give at least one seed, e.g. [0]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{where}.seeds: {self.seeds} repeats a seed")
+
+
+@dataclass
+class BuildContext:
+    """What a method gets to build and train one seed."""
+    clip: ClipModel
+    device: torch.device
+    seed: int
+    generator: torch.Generator   # all training randomness (sampler draws excepted); checkpointed
+    amp: bool
+
+
+@dataclass
+class TrainPlan:
+    """A method's training for one seed: the objects to checkpoint and the phases to run."""
+    state: dict[str, Any]        # name -> object with state_dict()/load_state_dict()
+    phases: Iterator[Phase]      # built lazily: a phase may depend on the previous one's result
+
+
+class Method:
+    """Subclass, set the class attributes, implement `build` (and `plan` if it trains)."""
+    name: ClassVar[str]                      # registry key and configs/<name>/ folder
+    stage: ClassVar[str]                     # report grouping: "stage1" | "stage2" | "stage3" | "baseline"
+    title: ClassVar[str]                     # human name: "CLIP-ReID"
+    config_cls: ClassVar[type[ExperimentCfg]] = ExperimentCfg
+    loss_terms: ClassVar[tuple[str, ...]] = ()  # registry names its configs may weight
+    trains: ClassVar[bool] = True
+
+    def validate(self, cfg: ExperimentCfg, where: str) -> None:
+        """Checks beyond the schema (e.g. loss weights against `loss_terms`)."""
+
+    def build(self, cfg: ExperimentCfg, ctx: BuildContext, n_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def plan(self, cfg: ExperimentCfg, model: nn.Module, data: TrainData, ctx: BuildContext) -> TrainPlan:
+        raise NotImplementedError(f"method {self.name} does not train")
+
+    def embedders(self, cfg: ExperimentCfg, model: nn.Module) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Inference modes: name -> normalised image batch to features. '' is the default mode."""
+        return {"": model.embed}
+
+    def model_state(self, cfg: ExperimentCfg, model: nn.Module) -> Any:
+        """The model as checkpointed (state_dict/load_state_dict): `TrainPlan.state["model"]` and
+        what a finished run's weights are loaded into. Leave out frozen pretrained weights."""
+        return model

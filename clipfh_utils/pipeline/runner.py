@@ -1,0 +1,130 @@
+"""Run the workbook's notebooks in order with papermill and render the HTML reports.
+
+outputs/<profile>/
+  index.html                              the newest invocation: reports, results, earlier runs
+  runs/<experiment>-<hash>/               trained models and their metrics (see clipfh_utils.runs)
+  invocations/<id>/
+    manifest.json                         what this invocation ran and produced
+    notebooks/<name>.ipynb                executed notebooks (<name>.failed.ipynb: partial, for inspection)
+    reports/<name>.html                   code hidden, figures embedded
+    index.html                            this invocation's index
+
+Every experiment config is resolved and validated before the first notebook starts, so a typo
+in a key or an override fails in a second, not after an hour of training.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_config_path, to_dict
+from ..provenance import environment
+from ..report.index import write_index
+from ..runs import invocation_dir, latest_invocation, new_invocation, read_manifest, update_manifest
+from .experiments import resolve_experiments
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+# Large-allocation churn (feature maps freed and re-allocated every step) otherwise goes back to
+# the kernel each time; on VMs where page faults are expensive that costs 10-50x on the CPU.
+FAST_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "2000000000"}
+
+
+class PipelineError(RuntimeError):
+    """A notebook of the run failed; names the notebook, the cell and the partial output."""
+
+
+def kernel_environment(out: Path) -> None:
+    """Environment the notebook kernels inherit: this interpreter, figures inline, quiet bars.
+
+    papermill asks for the kernel 'python3'; a 'python3' kernelspec elsewhere on the machine
+    (a conda base, ~/.local) could start another Python without clipfh_utils. A spec of our own,
+    first on JUPYTER_PATH, pins the kernel to the interpreter running this pipeline.
+    """
+    spec_dir = out / ".jupyter" / "kernels" / "python3"
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (clipfh)", "language": "python"}
+    atomic_write_text(spec_dir / "kernel.json", json.dumps(spec, indent=1))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(out / ".jupyter"), *filter(None, [os.environ.get("JUPYTER_PATH")])])
+    os.environ.pop("MPLBACKEND", None)  # Agg here would make figures vanish from reports
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for k, v in FAST_MALLOC_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def export_html(notebook: Path, target: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+    nb = nbformat.read(notebook, as_version=4)
+    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                           exclude_output_prompt=True).from_notebook_node(nb)
+    atomic_write_text(target, body)
+    return target
+
+
+def run_pipeline(profile: str = "demo", only: list[str] | None = None,
+                 params: list[str] | None = None, run_dir: str | Path | None = None) -> Path:
+    """Execute the profile's notebooks; returns the path of index.html.
+
+    A full run starts a new invocation; `only` adds to the newest one (so `--only 04_comparison`
+    compares what the last run produced).
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    params = list(params or [])
+    prof = load_profile(profile, params)
+    profile_path = resolve_config_path(profile, "profiles").resolve()
+    resolve_experiments(prof, display_path(profile_path))  # every config checked before any work
+    out = (Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve()
+    names = only or prof.notebooks
+    unknown = [n for n in names if not (NOTEBOOK_DIR / f"{n}.ipynb").exists()]
+    if unknown:
+        have = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+        raise PipelineError(f"unknown notebook(s) {', '.join(unknown)}; available: {', '.join(have)}")
+    kernel_environment(out)
+    inv = latest_invocation(out) if only else None
+    if inv is None:
+        inv = new_invocation(out, {"profile": prof.name, "profile_config": to_dict(prof),
+                                   "overrides": params, "environment": environment()})
+    inv_dir = invocation_dir(out, inv)
+    status = read_manifest(out, inv).get("notebooks", {})
+    print(f"[clipfh] profile {prof.name} · invocation {inv} · output {display_path(out)}", flush=True)
+    for name in names:
+        src, dst = NOTEBOOK_DIR / f"{name}.ipynb", inv_dir / "notebooks" / f"{name}.ipynb"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[clipfh] running {name} ...", flush=True)
+        t0 = time.perf_counter()
+        tmp, failed = dst.with_name(f".{name}.running.ipynb"), dst.with_name(f"{name}.failed.ipynb")
+        try:
+            pm.execute_notebook(str(src), str(tmp), kernel_name="python3", cwd=str(NOTEBOOK_DIR),
+                                progress_bar=False, log_output=False,
+                                parameters={"profile": str(profile_path), "run_dir": str(out),
+                                            "overrides": params, "invocation": inv})
+        except Exception as e:
+            if tmp.exists():
+                os.replace(tmp, failed)
+            if isinstance(e, PapermillExecutionError):
+                what = f"failed at cell {e.cell_index} ({e.ename}: {e.evalue})"
+            elif type(e).__name__ == "DeadKernelError":
+                what = "lost its kernel (killed: most likely out of memory)"
+            else:
+                what = f"failed ({type(e).__name__}: {e})"
+            status[name] = {"ok": False, "seconds": time.perf_counter() - t0, "error": what}
+            update_manifest(out, inv, notebooks=status)
+            write_index(out, inv)
+            raise PipelineError(f"notebook {name} {what}; partial executed notebook: "
+                                f"{display_path(failed)}") from None
+        os.replace(tmp, dst)
+        failed.unlink(missing_ok=True)
+        seconds = time.perf_counter() - t0
+        report = export_html(dst, inv_dir / "reports" / f"{name}.html")
+        status[name] = {"ok": True, "seconds": seconds}
+        update_manifest(out, inv, notebooks=status)
+        print(f"[clipfh]   done in {seconds:.1f} s: {display_path(report)}", flush=True)
+    return write_index(out, inv)
+

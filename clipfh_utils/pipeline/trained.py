@@ -1,0 +1,97 @@
+"""A finished run as a model you can use outside the notebooks.
+
+    from clipfh_utils import load_run
+    m = load_run("demo_tiny_vit-1a2b3c4d5e")          # or the run folder's path
+    feats = m.embed(["hand1.jpg", "hand2.jpg"])         # (2, D), L2-normalised
+    scores, idx = m.search(queries, gallery, k=5)      # top-5 gallery images per query
+
+Images may be file paths, PIL images, or a uint8 tensor (N, 3, H, W); they are resized to the
+model's input size the way the pipeline does it (the whole photo, squashed, bicubic).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..backbones.features import embed_images
+from ..backbones.loading import resolve_device
+from ..config import REPO_ROOT, build
+from ..methods import BuildContext, get_method
+from ..runs import find_run, read_run
+from ..training.loop import is_finished, load_weights
+from .experiments import load_backbone
+
+ImageInput = Sequence[str | Path | Image.Image] | torch.Tensor
+
+
+def to_uint8(images: ImageInput, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Paths, PIL images or a uint8/float tensor -> uint8 (N, 3, H, W) at the model's size."""
+    h, w = size_hw
+    if isinstance(images, torch.Tensor):
+        x = images if images.dtype == torch.uint8 else (images.clamp(0, 1) * 255).round().to(torch.uint8)
+        if tuple(x.shape[2:]) != (h, w):
+            x = F.interpolate(x.float(), size=(h, w), mode="bicubic", align_corners=False)
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        return x
+    arrays = []
+    for im in images:
+        img = Image.open(im) if isinstance(im, (str, Path)) else im
+        arrays.append(np.asarray(img.convert("RGB").resize((w, h), Image.BICUBIC), dtype=np.uint8))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+class TrainedModel:
+    """One seed of a finished run, ready to embed and search."""
+
+    def __init__(self, path: Path, seed: int | None = None, device: str = "auto", mode: str = ""):
+        self.path = path
+        self.record = read_run(path)
+        if self.record is None:
+            raise FileNotFoundError(f"{path}: no run.json; not a run folder")
+        self.method = get_method(self.record["method"])
+        self.cfg = build(self.method.config_cls, self.record["config"], f"{path}/run.json")
+        seeds = [int(s) for s in self.record.get("seeds", {})] or list(self.cfg.seeds)
+        self.seed = seeds[0] if seed is None else seed
+        self.device = resolve_device(device)
+        self.clip = load_backbone(self.cfg, self.device)
+        ctx = BuildContext(self.clip, self.device, self.seed,
+                           torch.Generator(device=self.device).manual_seed(self.seed),
+                           self.cfg.amp and self.device.type == "cuda")
+        self.model = self.method.build(self.cfg, ctx, self.record.get("n_classes", 1))
+        if self.method.trains:
+            seed_dir = path / f"seed{self.seed}"
+            if not is_finished(seed_dir):
+                raise FileNotFoundError(f"{seed_dir}: seed {self.seed} of this run has not finished "
+                                        f"training (finished seeds: {seeds})")
+            load_weights(seed_dir, {"model": self.method.model_state(self.cfg, self.model)})
+        self.model.eval()
+        self.embedder = self.method.embedders(self.cfg, self.model)[mode]
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    def embed(self, images: ImageInput, batch_size: int = 64) -> torch.Tensor:
+        """L2-normalised features (N, D) on the CPU."""
+        x = to_uint8(images, self.clip.image_size)
+        return embed_images(self.embedder, x, self.clip.mean, self.clip.std, self.device, batch_size,
+                            flip=self.cfg.flip_test, amp=self.cfg.amp)
+
+    def search(self, queries: ImageInput, gallery: ImageInput, k: int = 5
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine similarities (Q, k) and gallery indices (Q, k) of each query's top-k matches."""
+        q, g = self.embed(queries), self.embed(gallery)
+        sim = q @ g.T
+        order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :min(k, g.shape[0])]
+        return sim.gather(1, order), order
+
+
+def load_run(name_or_path: str | Path, seed: int | None = None, device: str = "auto", mode: str = "",
+             search: Sequence[Path] = (REPO_ROOT / "outputs",)) -> TrainedModel:
+    """A finished run by name (found under outputs/*/runs/) or by folder path."""
+    return TrainedModel(find_run(name_or_path, list(search)), seed, device, mode)

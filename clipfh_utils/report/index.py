@@ -1,0 +1,75 @@
+"""index.html: one invocation's reports, results, the runs it did not use, and what produced them.
+
+Written into the invocation's folder and, for the newest invocation, at outputs/<profile>/index.html.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+from ..provenance import short_environment
+from ..runs import folder_size, invocation_dir, latest_invocation, read_manifest, run_dir
+from .results import PROTOCOL_LABELS, comparison_table, earlier_runs, invocation_metrics
+
+_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px} table{border-collapse:collapse}"
+          " td,th{padding:3px 8px;border:1px solid #bbb;white-space:nowrap} .warn{background:#fff3cd;"
+          "padding:8px;border:1px solid #e0c36c}")
+
+
+def _table(df, cols) -> str:
+    cols = [c for c in cols if c in df.columns]
+    return df[cols].to_html(index=False, escape=True, na_rep="")
+
+
+def render_index(out: Path, inv: str, base: str = "") -> str:
+    manifest = read_manifest(out, inv)
+    metrics = invocation_metrics(out, inv)
+    synthetic = any(not m.get("real_data", False) for m in metrics) or manifest.get("real_data") is False
+    random_w = sorted({m["backbone"] for m in metrics if not m.get("pretrained", True)})
+    env = manifest.get("environment", {})
+    parts = [f"<h1>CLIP-FH run: <code>{html.escape(manifest.get('profile', '?'))}</code></h1>",
+             f"<p>Invocation <code>{html.escape(inv)}</code>, started {html.escape(manifest.get('started', '?'))}"
+             f"{' · overrides: <code>' + html.escape(' '.join(manifest['overrides'])) + '</code>' if manifest.get('overrides') else ''}"
+             f"<br><small>{html.escape(short_environment(env))}</small></p>"]
+    if synthetic or random_w:
+        parts.append('<p class="warn"><b>Not a hand-identification result.</b> '
+                     + ("The images are synthetic. " if synthetic else "")
+                     + (f"Random (not pretrained) weights: {html.escape(', '.join(random_w))}. " if random_w else "")
+                     + "These numbers only show that the pipeline runs end to end.</p>")
+    data = manifest.get("data") or []
+    parts.append(f"<p><b>Data:</b> {html.escape('; '.join(data) if isinstance(data, list) else str(data))}<br>"
+                 f"<b>Device:</b> {html.escape(str(manifest.get('device', '?')))}</p>")
+    rows = []
+    for name, st in manifest.get("notebooks", {}).items():
+        link = (f'<a href="{base}reports/{name}.html">{name}</a>' if st["ok"] else
+                f'{name} (<a href="{base}notebooks/{name}.failed.ipynb">partial notebook</a>)')
+        state = "ok" if st["ok"] else "FAILED: " + html.escape(st["error"])
+        rows.append(f"<tr><td>{link}</td><td>{state}</td><td>{st['seconds']:.1f} s</td></tr>")
+    parts.append("<h2>Reports</h2><table><tr><th>notebook</th><th>status</th><th>duration</th></tr>"
+                 + "".join(rows) + "</table>")
+    for proto, label in PROTOCOL_LABELS.items():
+        table = comparison_table(metrics, proto)
+        if not table.empty:
+            table["size_MB"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
+            parts.append(f"<h2>Results — {html.escape(label)}</h2><p>Mean ± sd over the Monte Carlo "
+                         "splits and training seeds pooled; <code>seeds</code> and <code>splits</code> "
+                         "count them.</p>"
+                         + _table(table, ["stage", "model", "backbone", "dataset", "rank1", "rank5", "rank10",
+                                          "mAP", "seeds", "splits", "run", "size_MB", "weights"]))
+    earlier = earlier_runs(out, inv)
+    if not earlier.empty:
+        parts.append("<h2>Earlier runs in this folder (not part of this invocation)</h2>"
+                     + _table(earlier, list(earlier.columns)))
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>CLIP-FH "
+            f"{html.escape(manifest.get('profile', ''))}</title><style>{_STYLE}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
+def write_index(out: str | Path, inv: str) -> Path:
+    out = Path(out)
+    atomic_write_text(invocation_dir(out, inv) / "index.html", render_index(out, inv))
+    if latest_invocation(out) == inv:
+        atomic_write_text(out / "index.html", render_index(out, inv, base=f"invocations/{inv}/"))
+        return out / "index.html"
+    return invocation_dir(out, inv) / "index.html"

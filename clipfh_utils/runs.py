@@ -1,0 +1,158 @@
+"""Where results live, and what names them.
+
+outputs/<profile>/
+  runs/<experiment>-<hash>/            one run: a trained model (all its seeds) and its evaluations
+    run.json                           identity (what the hash covers), resolved config, provenance
+    seed<k>/                           checkpoint.pt while training; weights.pt, summary.json, logs
+    metrics/<dataset>__<mode>__<eval>.json (+ .csv per split, .per_query.csv.gz)
+  invocations/<id>/manifest.json       which runs and metrics files one `run` invocation produced
+  invocations/LATEST                   the id of the newest invocation
+
+A run is named `<experiment>-<hash>`; the hash covers everything that changes the trained weights
+(the method config as resolved, seeds and evaluation settings excluded; dataset and aspect; split
+seed; HandInfo.csv and training-image digests; the weights file's digest). Re-running an unchanged
+experiment finds its run and loads it; an ablation gets its own hash and never overwrites its
+baseline; changing `n_splits` or `flip_test` only re-evaluates.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterator
+
+from .atomic import atomic_write_json, atomic_write_text
+
+RUNS, INVOCATIONS = "runs", "invocations"
+
+
+def identity_hash(identity: dict) -> str:
+    blob = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def run_name(experiment: str, identity: dict) -> str:
+    return f"{experiment}-{identity_hash(identity)}"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+# --------------------------------------------------------------------------- run folders
+
+def run_dir(out: Path, name: str) -> Path:
+    return Path(out) / RUNS / name
+
+
+def read_run(path: Path) -> dict | None:
+    f = Path(path) / "run.json"
+    try:
+        return json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_run(path: Path, record: dict) -> None:
+    atomic_write_json(Path(path) / "run.json", record)
+
+
+def all_runs(out: Path) -> list[dict]:
+    """Every run record under outputs/<profile>/runs, oldest first."""
+    records = []
+    for d in sorted((Path(out) / RUNS).glob("*/run.json")):
+        rec = read_run(d.parent)
+        if rec is not None:
+            records.append(rec)
+    return sorted(records, key=lambda r: r.get("created", ""))
+
+
+def find_run(name_or_path: str | Path, search: list[Path]) -> Path:
+    """A run folder from its name (looked up under each folder's runs/) or its path."""
+    p = Path(name_or_path)
+    if (p / "run.json").exists():
+        return p
+    hits = sorted({d for root in map(Path, search)
+                   for d in [*root.glob(f"{RUNS}/{p.name}"), *root.glob(f"*/{RUNS}/{p.name}")]
+                   if (d / "run.json").exists()})
+    if not hits:
+        raise FileNotFoundError(f"no run named '{name_or_path}' under {', '.join(map(str, search))}; "
+                                "list runs with `ls outputs/*/runs`")
+    if len(hits) > 1:
+        raise FileNotFoundError(f"run name '{name_or_path}' is ambiguous: {', '.join(map(str, hits))}; "
+                                "give the path")
+    return hits[0]
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+# --------------------------------------------------------------------------- invocations
+
+@contextlib.contextmanager
+def short_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock for a quick read-modify-write of a shared file (the manifest)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def new_invocation(out: Path, info: dict) -> str:
+    """Start an invocation (one `run` of the pipeline); it becomes LATEST."""
+    inv = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    d = Path(out) / INVOCATIONS / inv
+    atomic_write_json(d / "manifest.json", {"id": inv, "started": now(), **info, "entries": {}})
+    atomic_write_text(Path(out) / INVOCATIONS / "LATEST", inv + "\n")
+    return inv
+
+
+def latest_invocation(out: Path) -> str | None:
+    f = Path(out) / INVOCATIONS / "LATEST"
+    try:
+        inv = f.read_text().strip()
+    except OSError:
+        return None
+    return inv if (Path(out) / INVOCATIONS / inv / "manifest.json").exists() else None
+
+
+def invocation_dir(out: Path, inv: str) -> Path:
+    return Path(out) / INVOCATIONS / inv
+
+
+def read_manifest(out: Path, inv: str) -> dict:
+    return json.loads((invocation_dir(out, inv) / "manifest.json").read_text())
+
+
+def record_entry(out: Path, inv: str, key: str, entry: dict) -> None:
+    """Add (or replace) one experiment's entry in the invocation's manifest, under a lock."""
+    path = invocation_dir(out, inv) / "manifest.json"
+    with short_lock(Path(out) / INVOCATIONS / ".manifest.lock"):
+        manifest = json.loads(path.read_text())
+        manifest["entries"][key] = entry
+        atomic_write_json(path, manifest)
+
+
+def update_manifest(out: Path, inv: str, **fields: Any) -> None:
+    path = invocation_dir(out, inv) / "manifest.json"
+    with short_lock(Path(out) / INVOCATIONS / ".manifest.lock"):
+        manifest = json.loads(path.read_text())
+        manifest.update(fields)
+        atomic_write_json(path, manifest)
+
+
+def relpath(path: Path, out: Path) -> str:
+    return os.path.relpath(Path(path), Path(out))

@@ -1,0 +1,268 @@
+"""The one training loop. Methods hand it phases; it knows nothing about any method.
+
+A `Phase` is one stretch of training: an optimiser with named parameter groups, a per-epoch
+learning-rate factor, the batches of an epoch, how a batch becomes the loss's inputs (indexing,
+augmentation: eager code), and the loss itself (the unit `torch.compile` sees) returning the
+weighted total and the named terms. CLIP-ReID is two phases (prompts, then fine-tuning), PromptSG
+one; a new method writes its phases and reuses everything below.
+
+What the loop does for every phase, read top to bottom in `Trainer._run_phase`:
+autocast, optional `torch.compile`, per-step and per-epoch JSON-lines logs, an atomic checkpoint
+after every epoch (weights, optimiser, sampler, RNG: `resume` continues bit for bit), a stop on
+a NaN/inf loss that names the phase, epoch, step and terms, the validation monitor (training
+identities only), a progress bar, and the final weights and a timing summary at the end.
+
+Speed: loss terms go into a device buffer and the host reads them once per epoch (for the log and
+the NaN check), so no step waits for the GPU.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..atomic import atomic_path, atomic_write_json
+from ..backbones.features import autocast_for
+from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .schedules import set_lr
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN/inf; the run stops and the last good checkpoint is kept."""
+
+
+@dataclass
+class Phase:
+    """One stretch of training, built by a method and run by the `Trainer`."""
+    name: str                                            # "prompt", "finetune", ... (log + checkpoint)
+    epochs: int
+    optimizer: torch.optim.Optimizer                     # groups carry "name" and "base_lr"
+    lr_factor: Callable[[int], float]                    # 1-based epoch -> factor on every base_lr
+    batches: Callable[[], Sequence[torch.Tensor]]        # one epoch: index tensors on the device
+    inputs: Callable[[torch.Tensor], tuple]              # batch indices -> the loss's inputs (eager)
+    loss: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]  # -> (total, named terms)
+    terms: Sequence[str]                                 # the loss-registry names `loss` returns
+    train_modules: Sequence[nn.Module] = ()              # .train() during the phase
+    eval_modules: Sequence[nn.Module] = ()               # .eval() during the phase (frozen BN stats)
+    start: Callable[[], None] | None = None              # once, before the first epoch that runs
+    monitor: Callable[[], dict[str, float]] | None = None
+    monitor_every: int = 0
+    compile: bool = False
+
+
+class PartialState:
+    """A module's state without the frozen pretrained weights (they come back from the backbone file)."""
+
+    def __init__(self, module: nn.Module, exclude: Sequence[str] = ()):
+        self.module, self.exclude = module, tuple(exclude)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.module.state_dict().items() if not k.startswith(self.exclude)}
+
+    def load_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
+        missing, unexpected = self.module.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith(self.exclude)]
+        if missing or unexpected:
+            raise RuntimeError(f"state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+class JsonlLog:
+    """One JSON record per line. A fresh run starts empty (no appending across runs); a resumed
+    run keeps only the records up to the point it resumes from."""
+
+    def __init__(self, path: Path, keep_until: tuple[int, int] | None):
+        self.path = path
+        kept = []
+        if keep_until is not None and path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the interruption
+                    continue
+                if (rec["phase_index"], rec["epoch"]) <= keep_until:
+                    kept.append(line)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(k + "\n" for k in kept))
+
+    def write(self, records: list[dict]) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
+@dataclass
+class TrainSummary:
+    seconds: float = 0.0
+    images: int = 0
+    phases: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def optimizer_step(loss_fn: Callable, opt: torch.optim.Optimizer, inputs: tuple, terms: Sequence[str],
+                   device: torch.device, amp: bool) -> torch.Tensor:
+    """One step: forward + loss under autocast, backward, update. Returns [total, *terms], detached."""
+    with autocast_for(device, amp):
+        total, parts = loss_fn(*inputs)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return torch.stack([total, *(parts[n] for n in terms)]).detach().float()
+
+
+def _bar(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, leave=False)
+
+
+class Trainer:
+    """Runs a method's phases for one seed in `out_dir`: checkpoint.pt while training,
+    weights.pt + summary.json when finished, log.jsonl (steps) and epochs.jsonl (epochs)."""
+
+    CHECKPOINT, WEIGHTS, SUMMARY = "checkpoint.pt", "weights.pt", "summary.json"
+
+    def __init__(self, out_dir: str | Path, device: torch.device, state: Mapping[str, Any],
+                 generator: torch.Generator, *, seed: int = 0, amp: bool = True,
+                 compile_mode: str = "default", resume: bool = False, progress: bool = False,
+                 keep_checkpoint: bool = False, on_epoch_end: Callable[[str, int], None] | None = None,
+                 label: str = ""):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device, self.state, self.g = device, dict(state), generator
+        self.seed, self.amp = seed, amp and device.type == "cuda"
+        self.compile_mode, self.progress, self.keep_checkpoint = compile_mode, progress, keep_checkpoint
+        self.on_epoch_end, self.label = on_epoch_end, label
+        self.ckpt_path = self.out_dir / self.CHECKPOINT
+        self.resumed = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.exists() else None
+        if self.resumed is not None:
+            if self.resumed["seed"] != seed:
+                raise ValueError(f"{self.ckpt_path}: checkpoint is for seed {self.resumed['seed']}, not {seed}")
+            for name, obj in self.state.items():
+                obj.load_state_dict(self.resumed["states"][name])
+            restore_rng_state(self.resumed["rng"], self.g)
+        keep = (self.resumed["phase_index"], self.resumed["epoch"]) if self.resumed else None
+        self.steps_log = JsonlLog(self.out_dir / "log.jsonl", keep)
+        self.epochs_log = JsonlLog(self.out_dir / "epochs.jsonl", keep)
+        self.summary = TrainSummary(**self.resumed["summary"]) if self.resumed else TrainSummary()
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, phases: Iterable[Phase]) -> TrainSummary:
+        """Run every phase in order (skipping those a resumed checkpoint already finished)."""
+        done_index, done_epoch = ((self.resumed["phase_index"], self.resumed["epoch"])
+                                  if self.resumed else (-1, 0))
+        for index, phase in enumerate(phases):
+            if index < done_index or (index == done_index and done_epoch >= phase.epochs):
+                continue
+            first = done_epoch + 1 if index == done_index else 1
+            opt_state = self.resumed["optimizer"] if index == done_index else None
+            self._run_phase(index, phase, first, opt_state)
+        self._finish()
+        return self.summary
+
+    def _run_phase(self, index: int, phase: Phase, first_epoch: int, opt_state: dict | None) -> None:
+        opt = phase.optimizer
+        if opt_state is not None:
+            base = [g["base_lr"] for g in opt.param_groups]
+            opt.load_state_dict(opt_state)
+            for g, b in zip(opt.param_groups, base):  # the config's lr, not the saved one
+                g["base_lr"] = b
+        if phase.start is not None and first_epoch <= phase.epochs:
+            phase.start()
+        loss_fn = phase.loss
+        if phase.compile and self.device.type == "cuda":
+            loss_fn = torch.compile(loss_fn, mode=self.compile_mode)
+        names = ["total", *phase.terms]
+        group_names = [g.get("name", f"group{i}") for i, g in enumerate(opt.param_groups)]
+        stats = self.summary.phases.setdefault(phase.name, {"seconds": 0.0, "images": 0, "epochs": 0})
+
+        for epoch in _bar(range(first_epoch, phase.epochs + 1), self.progress, f"{self.label} {phase.name}"):
+            t0 = time.perf_counter()
+            lrs = set_lr(opt, phase.lr_factor(epoch))
+            for m in phase.train_modules:
+                m.train()
+            for m in phase.eval_modules:
+                m.eval()
+            batches = phase.batches()
+            terms = torch.zeros(len(batches), len(names), device=self.device)
+            for step, idx in enumerate(batches):
+                terms[step] = optimizer_step(loss_fn, opt, phase.inputs(idx), phase.terms,
+                                             self.device, self.amp)
+            terms = terms.cpu()  # the one host sync of the epoch
+            seconds = time.perf_counter() - t0
+            self._check_finite(terms, names, phase.name, epoch)
+            record = {"phase": phase.name, "phase_index": index, "epoch": epoch}
+            lr_log = {f"lr_{n}": lr for n, lr in zip(group_names, lrs)}
+            self.steps_log.write([{**record, "step": i, **dict(zip(names, map(float, t))), **lr_log}
+                                  for i, t in enumerate(terms)])
+            monitor = {}
+            if phase.monitor is not None and phase.monitor_every and epoch % phase.monitor_every == 0:
+                monitor = phase.monitor()
+            n_images = sum(len(b) for b in batches)
+            self.epochs_log.write([{**record, "steps": len(terms), **lr_log, "seconds": seconds,
+                                    "images_per_s": n_images / seconds if seconds else 0.0,
+                                    **dict(zip(names, terms.mean(0).tolist())), **monitor}])
+            stats["seconds"] += seconds
+            stats["images"] += n_images
+            stats["epochs"] = epoch
+            self.summary.seconds += seconds
+            self.summary.images += n_images
+            self._checkpoint(index, phase, epoch)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _check_finite(self, terms: torch.Tensor, names: list[str], phase: str, epoch: int) -> None:
+        bad = (~torch.isfinite(terms)).any(1).nonzero()
+        if len(bad):
+            step = int(bad[0])
+            values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, terms[step].tolist()))
+            raise NonFiniteLossError(
+                f"non-finite loss in phase '{phase}' at epoch {epoch} step {step}: {values}; lower the "
+                f"learning rate (or set amp: false) and resume from the last checkpoint ({self.ckpt_path})")
+
+    def _states(self) -> dict[str, Any]:
+        return {name: obj.state_dict() for name, obj in self.state.items()}
+
+    def _checkpoint(self, index: int, phase: Phase, epoch: int) -> None:
+        save_checkpoint(self.ckpt_path, {
+            "seed": self.seed, "phase": phase.name, "phase_index": index, "epoch": epoch,
+            "states": self._states(), "optimizer": phase.optimizer.state_dict(),
+            "rng": rng_state(self.g), "summary": vars(self.summary)})
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(phase.name, epoch)
+
+    def _finish(self) -> None:
+        save_checkpoint(self.out_dir / self.WEIGHTS, {"seed": self.seed, "states": self._states()})
+        atomic_write_json(self.out_dir / self.SUMMARY, {"finished": True, "seed": self.seed,
+                                                        **vars(self.summary),
+                                                        "images_per_s": self.summary.images_per_s})
+        if not self.keep_checkpoint and self.ckpt_path.exists():
+            self.ckpt_path.unlink()
+
+
+def is_finished(seed_dir: str | Path) -> bool:
+    seed_dir = Path(seed_dir)
+    return (seed_dir / Trainer.WEIGHTS).exists() and (seed_dir / Trainer.SUMMARY).exists()
+
+
+def load_weights(seed_dir: str | Path, state: Mapping[str, Any]) -> dict:
+    """Load a finished seed's final weights into `state` (the same objects the Trainer saved)."""
+    saved = load_checkpoint(Path(seed_dir) / Trainer.WEIGHTS)
+    for name, obj in state.items():  # only the entries asked for (the model, not the sampler)
+        obj.load_state_dict(saved["states"][name])
+    return json.loads((Path(seed_dir) / Trainer.SUMMARY).read_text())
+
+
+def load_log(seed_dir: str | Path, per: str = "step"):
+    """The JSON-lines log as a DataFrame: one row per step, or per epoch (`per="epoch"`)."""
+    import pandas as pd
+    path = Path(seed_dir) / ("log.jsonl" if per == "step" else "epochs.jsonl")
+    return pd.DataFrame([json.loads(x) for x in path.read_text().splitlines()])

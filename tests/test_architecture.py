@@ -1,0 +1,114 @@
+"""The package's shape: imports run one way, and a new method plugs in without touching the package."""
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipfh_utils.methods import builtin_methods, get_method
+
+PKG = Path(__file__).resolve().parents[1] / "clipfh_utils"
+
+# what each part may import from the package (besides itself)
+ALLOWED = {
+    "config": set(),
+    "atomic": set(),
+    "provenance": {"config", "atomic"},
+    "runs": {"config", "atomic"},
+    "data": {"config", "atomic", "provenance"},
+    "evaluation": {"data"},
+    "backbones": {"config", "atomic", "provenance"},
+    "training": {"config", "atomic", "backbones", "evaluation"},
+    "methods": {"config", "atomic", "provenance", "backbones", "training", "evaluation", "data"},
+    "report": {"config", "atomic", "provenance", "runs", "evaluation", "data", "training"},
+    "pipeline": {"config", "atomic", "provenance", "runs", "data", "evaluation", "backbones", "training",
+                 "methods", "report"},
+    "workbook": {"pipeline"},
+    "bench": {"config", "backbones", "training", "methods"},
+    "cli": {"config", "data", "backbones", "pipeline", "bench"},
+    "__main__": {"cli"},
+    "__init__": {"pipeline"},
+}
+
+
+def package_imports(path: Path) -> set[tuple[str, ...]]:
+    """Package-internal imports of a module, as absolute dotted parts below clipfh_utils."""
+    rel = path.relative_to(PKG).with_suffix("").parts
+    here = list(rel[:-1]) if rel[-1] != "__init__" else list(rel[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+            mod = (node.module or "").split(".") if node.module else []
+            if node.module:
+                out.add(tuple(base + mod))
+            else:
+                out.update(tuple(base + [a.name]) for a in node.names)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            out.update(tuple(n.split(".")[1:]) for n in names if n.startswith("clipfh_utils."))
+    return {o for o in out if o}
+
+
+def test_imports_run_one_way():
+    problems = []
+    for path in sorted(PKG.rglob("*.py")):
+        part = path.relative_to(PKG).with_suffix("").parts[0]
+        for imp in package_imports(path):
+            target = imp[0]
+            if target == part:
+                continue
+            if target not in ALLOWED[part]:
+                problems.append(f"{path.relative_to(PKG)} imports {'.'.join(imp)}")
+    assert not problems, problems
+
+
+def test_no_method_imports_another_and_the_loop_imports_none():
+    methods = builtin_methods()
+    assert {"zero_shot", "clip_reid"} <= set(methods)
+    for path in sorted((PKG / "methods").rglob("*.py")):
+        rel = path.relative_to(PKG / "methods").parts
+        own = rel[0] if len(rel) > 1 else None
+        for imp in package_imports(path):
+            if imp[0] == "methods" and len(imp) > 1 and imp[1] in methods:
+                assert imp[1] == own, f"{path.relative_to(PKG)} imports method {imp[1]}"
+    for path in sorted((PKG / "training").rglob("*.py")):
+        assert not any(imp[0] in ("methods", "pipeline", "report") for imp in package_imports(path)), path
+
+
+def test_the_import_check_can_fail(tmp_path, monkeypatch):
+    """The checker sees relative imports: a loop importing a method is caught."""
+    bad = PKG / "training" / "_tmp_bad_import.py"
+    bad.write_text("from ..methods.clip_reid import METHOD\n")
+    try:
+        with pytest.raises(AssertionError, match="_tmp_bad_import.py imports methods.clip_reid"):
+            test_imports_run_one_way()
+    finally:
+        bad.unlink()
+
+
+def test_a_method_from_outside_the_package_trains_evaluates_and_reports(tmp_path):
+    """tests/minimal_method.py: trained by the shared loop, scored by the evaluator, in the tables
+    and the index, with no package file changed."""
+    from clipfh_utils.pipeline import open_run
+    from clipfh_utils.report.index import write_index
+    from clipfh_utils.report.results import comparison_table, invocation_metrics
+    from clipfh_utils.training.loop import load_log
+
+    cfg = tmp_path / "minimal.yaml"
+    cfg.write_text("method: tests.minimal_method\nname: minimal\nbackbone: {name: tiny-vit}\nepochs: 3\n")
+    assert get_method("tests.minimal_method").stage == "baseline"
+    run = open_run("demo", tmp_path / "out", [f"experiments=[stage1, {cfg}]", "protocol.n_splits=2",
+                                              "backbones=[{name: tiny-vit}]"])
+    (exp,) = run.experiments("baseline")
+    (res,) = run.run_stage("baseline", progress=False)
+    assert res.trained_seeds == [0] and res.run_name.startswith("minimal-")
+    log = load_log(res.run_dir / "seed0")
+    assert set(log["phase"]) == {"head"} and log["epoch"].max() == 3 and "triplet" in log
+    run.run_stage("stage1", progress=False)
+    table = comparison_table(invocation_metrics(run.run_dir, run.invocation), "clipfh")
+    assert set(table["stage"]) == {"stage1", "baseline"}
+    row = table.set_index("model").loc["minimal"]
+    assert row["method"] == "minimal (test)" and row["splits"] == 2 and 0 < row["mAP_mean"] <= 100
+    assert "minimal" in write_index(run.run_dir, run.invocation).read_text()
+    assert "tests.minimal_method" in sys.modules
