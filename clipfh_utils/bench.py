@@ -7,6 +7,7 @@ backward, fused Adam; the loop's own `optimizer_step`). Stage 1: feature extract
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -52,7 +53,7 @@ def bench(stage: int = 2, backbone: str = "ViT-B-16", batch: int = 64, steps: in
         model = ClipReid(cfg, clip, n_classes)
         phase = finetune_phase(cfg, model, data, ctx, PKSampler(labels.cpu().tolist(), batch // k, k))
         model.image.train()
-        loss_fn = torch.compile(phase.loss, mode=compile_mode) if compile else phase.loss
+        loss_fn = functools.partial(torch.compile(phase.loss, mode=compile_mode) if compile else phase.loss, *phase.loss_args)
         batch_idx = phase.batches()
 
         def step(i: int) -> None:

@@ -17,6 +17,7 @@ the NaN check), so no step waits for the GPU.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass, field
@@ -47,12 +48,17 @@ class Phase:
     inputs: Callable[[torch.Tensor], tuple]              # batch indices -> the loss's inputs (eager)
     loss: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]  # -> (total, named terms)
     terms: Sequence[str]                                 # the loss-registry names `loss` returns
+    loss_args: tuple = ()                                # passed before the inputs: loss(*loss_args, *inputs)
     train_modules: Sequence[nn.Module] = ()              # .train() during the phase
     eval_modules: Sequence[nn.Module] = ()               # .eval() during the phase (frozen BN stats)
     start: Callable[[], None] | None = None              # once, before the first epoch that runs
     monitor: Callable[[], dict[str, float]] | None = None
     monitor_every: int = 0
     compile: bool = False
+
+    def objective(self, *inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss on one batch's inputs, uncompiled (tests, debugging)."""
+        return self.loss(*self.loss_args, *inputs)
 
 
 class PartialState:
@@ -179,7 +185,11 @@ class Trainer:
             phase.start()
         loss_fn = phase.loss
         if phase.compile and self.device.type == "cuda":
+            # dynamo caches per code object: later seeds and experiments of the same shapes reuse
+            # the graphs (tests/test_clip_reid.py checks that no seed recompiles)
             loss_fn = torch.compile(loss_fn, mode=self.compile_mode)
+        if phase.loss_args:
+            loss_fn = functools.partial(loss_fn, *phase.loss_args)
         names = ["total", *phase.terms]
         group_names = [g.get("name", f"group{i}") for i, g in enumerate(opt.param_groups)]
         stats = self.summary.phases.setdefault(phase.name, {"seconds": 0.0, "images": 0, "epochs": 0})

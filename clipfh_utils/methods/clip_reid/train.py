@@ -100,6 +100,19 @@ def param_groups(cfg: ClipReidCfg, model: ClipReid) -> list[dict]:
     return groups
 
 
+def finetune_loss(model: ClipReid, cfg: ClipReidCfg, text_features: torch.Tensor | None,
+                  all_ids: torch.Tensor, x: torch.Tensor, labels: torch.Tensor):
+    """Stage 2b's objective: the unit `torch.compile` sees (module level: compiled once per process).
+
+    `text_features` are the frozen identity features, or None when the text tower is fine-tuned
+    (then they are computed from the prompts at every step)."""
+    if text_features is None:
+        text_features = model.text(*model.prompts(all_ids)).float()
+    out = model.image(x, labels)
+    terms = reid_terms(out, labels, text_features, cfg, model.center)
+    return weighted_total(terms, cfg.finetune.loss_weights), terms
+
+
 def finetune_phase(cfg: ClipReidCfg, model: ClipReid, data: TrainData, ctx: BuildContext,
                    sampler: PKSampler) -> Phase:
     ft = cfg.finetune
@@ -116,19 +129,13 @@ def finetune_phase(cfg: ClipReidCfg, model: ClipReid, data: TrainData, ctx: Buil
                            fused=ctx.device.type == "cuda")
     aug = DeviceAugment(ft.augment, ctx.clip.mean, ctx.clip.std, ctx.generator)
     all_ids = torch.arange(data.n_classes, device=ctx.device)
-    frozen = {} if trainable_text else {"text": encode_all_identities(model.prompts, model.text, data.n_classes)}
+    frozen = None if trainable_text else encode_all_identities(model.prompts, model.text, data.n_classes)
 
     def batches() -> torch.Tensor:
         return torch.from_numpy(np.stack(sampler.epoch())).to(ctx.device)  # one copy per epoch
 
     def inputs(idx: torch.Tensor) -> tuple:
         return aug(data.images[idx]), data.labels[idx]
-
-    def loss(x: torch.Tensor, labels: torch.Tensor):
-        text_features = frozen["text"] if not trainable_text else model.text(*model.prompts(all_ids)).float()
-        out = model.image(x, labels)
-        terms = reid_terms(out, labels, text_features, cfg, model.center)
-        return weighted_total(terms, ft.loss_weights), terms
 
     def monitor() -> dict[str, float]:
         model.image.eval()
@@ -140,6 +147,7 @@ def finetune_phase(cfg: ClipReidCfg, model: ClipReid, data: TrainData, ctx: Buil
     train = [model.image] + ([model.text] if trainable_text else [])
     return Phase("finetune", ft.epochs, opt,
                  lambda e: warmup_multistep(e, ft.milestones, ft.gamma, ft.warmup_epochs, ft.warmup_factor),
-                 batches, inputs, loss, terms, train_modules=train, eval_modules=[],
+                 batches, inputs, finetune_loss, terms, loss_args=(model, cfg, frozen, all_ids),
+                 train_modules=train, eval_modules=[],
                  monitor=monitor if data.val_images is not None else None,
                  monitor_every=ft.monitor_every, compile=cfg.compile)
