@@ -28,6 +28,25 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--retrain", action="store_true",
                    help="train again even where a finished run exists: new runs, new hashes")
 
+    w = sub.add_parser("sweep", help="a grid of overrides as named runs, in parallel or on Slurm")
+    w.add_argument("file", nargs="?", help="a sweep YAML (profile, overrides, grid) instead of --grid")
+    w.add_argument("--profile", default=None, help="profile (default: the sweep file's, else demo)")
+    w.add_argument("--grid", action="append", default=[], metavar="KEY=[V1, V2]",
+                   help="a swept key in the -p form with a list of values (repeatable: the grid is their product)")
+    w.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fixed override for every variant")
+    w.add_argument("--experiments", nargs="+", default=None,
+                   help="experiments to run per variant (default: those the grid keys change)")
+    w.add_argument("--run-dir", default=None)
+    w.add_argument("--executor", default="processes", choices=["processes", "local", "slurm"])
+    w.add_argument("--workers", type=int, default=None, help="CPU worker processes (no GPU)")
+    w.add_argument("--gpus", default=None, help="GPU ids for the workers, e.g. 0,1 (default: all visible)")
+    w.add_argument("--partition", default=None, help="Slurm partition")
+    w.add_argument("--gpus-per-job", type=int, default=1)
+    w.add_argument("--time", type=int, default=240, help="minutes per job (submitit executors)")
+    w.add_argument("--resume", action="store_true", help="continue unfinished runs from their checkpoints")
+    w.add_argument("--dry-run", action="store_true", help="list the jobs and which are finished; run none")
+
     b = sub.add_parser("bench", help="training / embedding throughput on this device")
     b.add_argument("--stage", type=int, default=2, choices=[1, 2])
     b.add_argument("--backbone", default="ViT-B-16")
@@ -60,6 +79,17 @@ def _run(a: argparse.Namespace) -> int:
         params = a.param + (["resume=true"] if a.resume else []) + (["retrain=true"] if a.retrain else [])
         index = run_pipeline(a.profile, a.only, params, a.run_dir)
         print(f"report: {index}")
+    elif a.cmd == "sweep":
+        from .pipeline.sweep import load_sweep_file, parse_grid, run_sweep
+        profile, params, grid = (load_sweep_file(a.file) if a.file else (None, [], {}))
+        grid.update(parse_grid(a.grid))
+        params = params + a.param + (["resume=true"] if a.resume else [])
+        folder, jobs = run_sweep(a.profile or profile or "demo", grid, params, a.run_dir, a.experiments,
+                                 a.executor, a.workers, a.gpus.split(",") if a.gpus else None, a.partition,
+                                 a.gpus_per_job, a.time, a.dry_run)
+        failed = [j for j in jobs if j.status == "failed"]
+        print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else ""))
+        return 1 if failed else 0
     elif a.cmd == "bench":
         from .bench import bench
         res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,

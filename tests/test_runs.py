@@ -16,7 +16,7 @@ FAST = ["experiments=[clip_reid/demo_tiny_vit]", "demo_tiny_vit.prompt.epochs=1"
 def names(out, items, invocation=""):
     run = open_run("demo", out, FAST + items, invocation)
     (e,) = run.experiments("stage2")
-    return exp_module.run_name(e.cfg.name, exp_module.run_identity(e, run.dataset, exp_module.load_backbone(e.cfg, run.device)))
+    return exp_module.experiment_run_name(run, e, run.dataset)[0]
 
 
 def test_the_hash_covers_what_changes_the_weights_and_nothing_else(tmp_path):

@@ -248,6 +248,15 @@ def _resolve_source(name: str, weights: str | None) -> tuple[str, Path | None, d
     return "file", path, {}
 
 
+def weights_sha256(name: str, weights: str | None) -> str | None:
+    """The digest of the weights file a backbone would load (None for random init), without
+    building the model: what a run's identity needs before anything is loaded."""
+    if name.endswith("-quickgelu"):
+        name = name.removesuffix("-quickgelu")
+    _, file, _ = _resolve_source(name, weights)
+    return file_sha256(file) if file is not None else None
+
+
 def _resolve_quick_gelu(setting: Any, name: str, kind: str, extra: dict, file: Path | None) -> bool:
     if setting in (True, False):
         return bool(setting)

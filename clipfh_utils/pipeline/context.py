@@ -29,9 +29,14 @@ class Run:
     datasets: list[HandDataset]
     invocation: str
     profile_source: str = "profile"
+    variant: dict = field(default_factory=dict)   # a sweep's swept keys and values for this run
     _images: dict = field(default_factory=dict, repr=False)
     _train: dict = field(default_factory=dict, repr=False)
     _experiments: list[Experiment] | None = field(default=None, repr=False)
+
+    @property
+    def variant_label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.variant.items())
 
     @property
     def dataset(self) -> HandDataset:
@@ -108,5 +113,5 @@ def open_run(profile: str | Path = "demo", run_dir: str | Path = "", overrides: 
             "data": [ds.description for ds in datasets], "real_data": all(ds.is_real for ds in datasets),
             "device": str(device), "environment": environment()}
     inv = invocation or latest_invocation(out) or new_invocation(out, info)
-    update_manifest(out, inv, **{k: v for k, v in info.items() if k != "overrides" or v})
+    update_manifest(out, inv, **{k: v for k, v in info.items() if k != "overrides"})
     return Run(prof, out, device, datasets, inv, source)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..atomic import atomic_path, atomic_write_json
 from ..backbones.features import embed_images
-from ..backbones.loading import ClipModel, load_clip
+from ..backbones.loading import ClipModel, load_clip, weights_sha256
 from ..config import (ConfigError, Override, Profile, build, display_path, identity_dict, load_yaml,
                       merge_into, parse_override, resolve_config_path, to_dict)
 from ..data.datasets import HandDataset
@@ -194,12 +194,21 @@ def load_backbone(cfg: ExperimentCfg, device: torch.device) -> ClipModel:
                      last_stride=b.last_stride)
 
 
-def run_identity(exp: Experiment, ds: HandDataset, clip: ClipModel) -> dict:
+def run_identity(exp: Experiment, ds: HandDataset) -> dict:
     """Everything that changes the trained weights (see clipfh_utils.runs)."""
     cfg = identity_dict(exp.cfg)
     cfg.pop("name", None)
+    sha = weights_sha256(exp.cfg.backbone.name, exp.cfg.backbone.weights)
     return {"method": exp.method.name, "config": cfg, "data": ds.identity(),
-            "weights_sha256": clip.weights_sha256 or "random init (seed 0)"}
+            "weights_sha256": sha or "random init (seed 0)"}
+
+
+def experiment_run_name(run, exp: Experiment, ds: HandDataset) -> tuple[str, dict]:
+    """The run `exp` on `ds` is (or would be) stored as, and its identity."""
+    identity = run_identity(exp, ds)
+    if run.profile.retrain:
+        identity["retrain"] = now()
+    return run_name(exp.cfg.name, identity), identity
 
 
 def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn: Callable[[], TrainData],
@@ -247,11 +256,8 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     ds.require_images()
     method, cfg = exp.method, exp.cfg
     profile = run.profile
+    name, identity = experiment_run_name(run, exp, ds)
     clip0 = load_backbone(cfg, run.device)
-    identity = run_identity(exp, ds, clip0)
-    if profile.retrain:
-        identity["retrain"] = now()
-    name = run_name(cfg.name, identity)
     rdir = run_dir(run.run_dir, name)
     class_ids = sorted({r.person_id for r in ds.protocol().train}, key=int)
     record = read_run(rdir) or {
@@ -293,6 +299,22 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
                             files, trained, len(class_ids))
 
 
+def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
+    """File name (without suffix) of one evaluation: dataset, inference mode, evaluation settings."""
+    return f"{slug(dataset_key.replace('/', '-'))}__{mode or 'default'}__n{n_splits}" + ("_flip" if flip else "")
+
+
+def metrics_files(rdir: Path, dataset_key: str, n_splits: int, flip: bool) -> list[Path]:
+    """The metrics files of a run for one dataset and evaluation settings (one per inference mode)."""
+    pattern = metrics_stem(dataset_key, "*", n_splits, flip) + ".json"
+    return sorted((Path(rdir) / "metrics").glob(pattern))
+
+
+def entry_key(experiment: str, mode: str, dataset_key: str, variant: str = "") -> str:
+    """An invocation's manifest holds one entry per key: re-running replaces, a sweep variant adds."""
+    return f"{experiment}{'@' + mode if mode else ''}|{dataset_key}" + (f"|{variant}" if variant else "")
+
+
 def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict, clip: ClipModel,
                  per_split: pd.DataFrame, per_query: pd.DataFrame, evals: dict) -> dict[str, Path]:
     """One metrics file per inference mode, with everything that produced its numbers."""
@@ -301,8 +323,7 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
     for mode in per_split["mode"].unique():
         rows = per_split[per_split["mode"] == mode].drop(columns=["cmc", "mode"])
         queries = per_query[per_query["mode"] == mode].drop(columns="mode")
-        stem = f"{slug(ds.key.replace('/', '-'))}__{mode or 'default'}__n{run.profile.protocol.n_splits}" \
-               + ("_flip" if cfg.flip_test else "")
+        stem = metrics_stem(ds.key, mode, run.profile.protocol.n_splits, cfg.flip_test)
         path = rdir / "metrics" / f"{stem}.json"
         summary = summarize(rows)
         train = {}
@@ -315,7 +336,8 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
         payload = {
             "run": record["name"], "experiment": cfg.name, "method": method.name,
             "method_title": method.title, "stage": method.stage, "mode": mode,
-            "model": cfg.name + (f" [{mode}]" if mode else ""),
+            "model": cfg.name + (f" [{mode}]" if mode else "") + (f" {{{run.variant_label}}}" if run.variant else ""),
+            "variant": run.variant,
             "backbone": clip.name, "weights": weights, "pretrained": clip.pretrained,
             "weights_sha256": clip.weights_sha256, "quick_gelu": clip.quick_gelu,
             "dataset": ds.key, "data": ds.description, "real_data": ds.is_real, "aspect": ds.aspect,
@@ -337,10 +359,10 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
         with atomic_path(path.with_name(stem + ".per_query.csv.gz")) as tmp:
             queries.to_csv(tmp, index=False, compression="gzip")
         files[mode] = path
-        record_entry(run.run_dir, run.invocation, f"{cfg.name}{'@' + mode if mode else ''}|{ds.key}", {
+        record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), {
             "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
             "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
-            "recorded": now()})
+            "variant": run.variant, "recorded": now()})
     return files
 
 

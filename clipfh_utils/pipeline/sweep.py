@@ -1,0 +1,279 @@
+"""Sweeps: a grid of overrides expanded into named runs, dispatched, skipped when finished, gathered.
+
+    python -m clipfh_utils sweep --profile full \\
+        --grid 'stage2_vitb16.finetune.loss_weights.i2t=[0, 0.5, 1]' --grid 'stage2_vitb16.finetune.lr=[5e-6, 1e-5]'
+
+Each point of the grid is a variant: the profile's `-p` items plus one value per swept key (the
+same override form as `run`). A job is one experiment of one variant (only the experiments a swept
+key addresses; `--experiments` to choose); its run is named `<experiment>-<hash>` like any other,
+so a job whose run has finished and is evaluated with the current settings is skipped, and an
+interrupted sweep, run again, redoes only what did not finish (`--resume` continues checkpoints).
+Seeds are not a grid axis: every run trains its configured seeds, so seed-to-seed spread stays
+measurable.
+
+Executors: `processes` (default) runs jobs in worker processes, one per GPU (or `--workers` on the
+CPU); `local` and `slurm` go through submitit (the same submit/wait/gather path; `local` runs on
+this machine). A failed job is reported and does not stop the others. Everything the sweep
+produced is one invocation: its comparison table (swept keys as columns) and plot are written to
+`invocations/<id>/sweep.{csv,txt,png,pdf}` and shown by `04_comparison` and the index.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from ..atomic import atomic_write_json
+from ..config import (ConfigError, display_path, load_profile, load_yaml, parse_override, repo_path,
+                      resolve_config_path)
+from ..runs import RUNS, invocation_dir, new_invocation, read_run, record_entry, relpath
+from ..training.loop import is_finished
+from .context import open_run
+from .experiments import entry_key, experiment_run_name, metrics_files, resolve_experiments
+
+
+@dataclass
+class SweepJob:
+    """One experiment of one variant: what a worker process runs."""
+    profile: str                 # absolute profile path
+    run_dir: str                 # absolute output folder
+    overrides: list[str]         # the profile's `-p` items + this variant's
+    experiment: str
+    variant: dict[str, Any]
+    invocation: str
+    runs: list[str] = field(default_factory=list)   # run names, one per dataset
+    status: str = "pending"      # pending | skipped | done | failed
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.experiment} {{{', '.join(f'{k}={v}' for k, v in self.variant.items())}}}"
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list]:
+    """`['x.lr=[1e-3, 1e-2]', 'x.k=4']` -> {'x.lr': [0.001, 0.01], 'x.k': [4]} (values are YAML)."""
+    grid: dict[str, list] = {}
+    for item in items:
+        key, value, source = parse_override(item, f"--grid '{item}'")
+        if key.split(".")[-1] == "seeds":
+            raise ConfigError(f"{source}: seeds are not a grid axis; every run trains its configured "
+                              "seeds (set them with -p '<experiment>.seeds=[0, 1, 2]')")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ConfigError(f"{source}: give at least one value")
+        grid[key] = values
+    return grid
+
+
+def load_sweep_file(path: str | Path) -> tuple[str | None, list[str], dict[str, list]]:
+    """A sweep YAML: `profile:`, `overrides:` (list of -p items), `grid:` (key -> list of values)."""
+    data = load_yaml(resolve_config_path(path, "sweeps"))
+    unknown = set(data) - {"profile", "overrides", "grid"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: profile, overrides, grid)")
+    grid = parse_grid([f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                       for k, v in (data.get("grid") or {}).items()])
+    return data.get("profile"), list(data.get("overrides") or []), grid
+
+
+def expand(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """Every point of the grid (the cartesian product), in a stable order."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
+def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_dir: str | Path | None,
+               experiments: Sequence[str] | None = None) -> tuple[Path, str, list[SweepJob]]:
+    """Validate every variant, start the sweep's invocation, and list its jobs (finished ones skipped)."""
+    if not grid:
+        raise ConfigError("a sweep needs at least one --grid KEY=[values] (or a sweep file)")
+    profile_path = resolve_config_path(profile, "profiles").resolve()
+    # resolve every variant before anything runs: a typo fails now, naming the grid key
+    resolved = []
+    for v in expand(grid):
+        swept = [_override(k, val) for k, val in v.items()]
+        prof = load_profile(profile_path, list(params) + swept)
+        exps = resolve_experiments(prof, display_path(profile_path))
+        names = [e.name for e in exps]
+        touched = [e.name for e in exps if {f"-p '{o}'" for o in swept} & set(e.overrides)]
+        chosen = list(experiments) if experiments else touched
+        missing = [n for n in chosen if n not in names]
+        if missing:
+            raise ConfigError(f"--experiments: no experiment named {', '.join(missing)} "
+                              f"(experiments: {', '.join(names)})")
+        if not chosen:
+            raise ConfigError(f"the grid keys {', '.join(v)} change no experiment of profile {prof.name}")
+        resolved.append((v, list(params) + swept, chosen, prof))
+    prof = resolved[0][3]
+    out = (Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve()
+    inv = new_invocation(out, {"profile": prof.name, "overrides": list(params),
+                               "sweep": {"grid": grid, "experiments": list(experiments or [])}})
+    jobs = []
+    for v, items, chosen, prof in resolved:
+        run = open_run(profile_path, out, items, inv)
+        run.variant = v
+        for exp in run.experiments():
+            if exp.name not in chosen:
+                continue
+            job = SweepJob(str(profile_path), str(out), items, exp.name, v, inv)
+            existing = []
+            for ds in run.datasets:
+                name, _ = experiment_run_name(run, exp, ds)
+                job.runs.append(name)
+                existing.append(_evaluated(out / RUNS / name, exp, ds, prof.protocol.n_splits))
+            if all(existing) and not prof.retrain:
+                job.status = "skipped"
+                for ds, files in zip(run.datasets, existing):
+                    _record_existing(run, exp, ds, files)
+            jobs.append(job)
+    return out, inv, jobs
+
+
+def _evaluated(rdir: Path, exp, ds, n_splits: int) -> list[Path]:
+    """The run's metrics files for the current evaluation settings, if every seed has finished."""
+    if read_run(rdir) is None:
+        return []
+    seeds = exp.cfg.seeds if exp.method.trains else exp.cfg.seeds[:1]
+    if exp.method.trains and not all(is_finished(rdir / f"seed{s}") for s in seeds):
+        return []
+    return metrics_files(rdir, ds.key, n_splits, exp.cfg.flip_test)
+
+
+def _record_existing(run, exp, ds, files: list[Path]) -> None:
+    """A skipped job's existing metrics join this invocation's manifest (so the table has them)."""
+    for f in files:
+        m = json.loads(f.read_text())
+        record_entry(run.run_dir, run.invocation, entry_key(exp.name, m["mode"], ds.key, run.variant_label), {
+            "run": m["run"], "experiment": exp.name, "mode": m["mode"], "stage": m["stage"],
+            "method": m["method"], "dataset": ds.key, "metrics": relpath(f, run.run_dir),
+            "variant": run.variant, "skipped": True})
+
+
+# --------------------------------------------------------------------------- running a job
+
+def run_job(job: SweepJob | dict) -> dict:
+    """Run one sweep job in this process (what every executor ends up calling)."""
+    job = job if isinstance(job, SweepJob) else SweepJob(**job)
+    run = open_run(job.profile, job.run_dir, job.overrides, job.invocation)
+    run.variant = job.variant
+    (exp,) = [e for e in run.experiments() if e.name == job.experiment]
+    results = [run.run_experiment(exp, ds, progress=False) for ds in run.datasets]
+    return {"runs": [r.run_name for r in results], "trained": [r.trained_seeds for r in results]}
+
+
+def _job_main(spec_file: str) -> int:
+    """Entry point of a worker process: `python -m clipfh_utils.pipeline.sweep <spec.json>`."""
+    job = SweepJob(**json.loads(Path(spec_file).read_text()))
+    print(json.dumps({"pid": os.getpid(), "started": time.time()}), flush=True)
+    print(json.dumps({**run_job(job), "finished": time.time()}), flush=True)
+    return 0
+
+
+def _run_processes(jobs: list[SweepJob], slots: list[str | None], logs: Path) -> None:
+    """One worker process per job, at most one per slot (a GPU id, or None on the CPU) at a time."""
+    free = list(slots)
+    import threading
+    lock = threading.Lock()
+
+    def work(job: SweepJob) -> None:
+        with lock:
+            slot = free.pop()
+        try:
+            spec = logs / f"{_slug(job.label)}.json"
+            atomic_write_json(spec, asdict(job))
+            env = dict(os.environ)
+            if slot is not None:
+                env["CUDA_VISIBLE_DEVICES"] = slot
+            with open(logs / f"{_slug(job.label)}.log", "w") as log:
+                rc = subprocess.call([sys.executable, "-m", "clipfh_utils.pipeline.sweep", str(spec)],
+                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+            job.status = "done" if rc == 0 else "failed"
+            if rc:
+                job.error = _last_line(logs / f"{_slug(job.label)}.log")
+        finally:
+            with lock:
+                free.append(slot)
+
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        list(pool.map(work, jobs))
+
+
+def _run_submitit(jobs: list[SweepJob], executor: str, logs: Path, partition: str | None,
+                  gpus_per_job: int, time_min: int) -> None:
+    import submitit
+    ex = submitit.AutoExecutor(folder=str(logs / "submitit"), cluster=executor)
+    params: dict[str, Any] = {"timeout_min": time_min}
+    if executor == "slurm":
+        params.update(slurm_partition=partition, gpus_per_node=gpus_per_job, tasks_per_node=1)
+    elif gpus_per_job:
+        params.update(gpus_per_node=gpus_per_job)
+    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    submitted = [(job, ex.submit(run_job, asdict(job))) for job in jobs]
+    for job, handle in submitted:
+        try:
+            handle.result()
+            job.status = "done"
+        except Exception as e:  # one failed job does not stop the others
+            text = str(e).strip()
+            job.status, job.error = "failed", (text.splitlines()[-1][:300] if text else type(e).__name__)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:120]
+
+
+def _last_line(path: Path) -> str:
+    lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def run_sweep(profile: str, grid: dict[str, list], params: Sequence[str] = (), run_dir: str | Path | None = None,
+              experiments: Sequence[str] | None = None, executor: str = "processes", workers: int | None = None,
+              gpus: Sequence[str] | None = None, partition: str | None = None, gpus_per_job: int = 1,
+              time_min: int = 240, dry_run: bool = False) -> tuple[Path, list[SweepJob]]:
+    """Plan, dispatch, gather; returns the sweep's invocation folder and its jobs with their status."""
+    out, inv, jobs = plan_sweep(profile, params, grid, run_dir, experiments)
+    todo = [j for j in jobs if j.status == "pending"]
+    d = invocation_dir(out, inv)
+    print(f"[clipfh] sweep {inv}: {len(jobs)} job(s), {len(jobs) - len(todo)} already finished", flush=True)
+    for j in jobs:
+        print(f"[clipfh]   {j.status:8s} {j.label} -> {', '.join(j.runs)}", flush=True)
+    if todo and not dry_run:
+        logs = d / "sweep_jobs"
+        logs.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        if executor == "processes":
+            if gpus is None:
+                import torch
+                gpus = [str(i) for i in range(torch.cuda.device_count())]
+            slots = list(gpus) if gpus else [None] * max(1, workers or 1)
+            _run_processes(todo, slots, logs)
+        elif executor in ("local", "slurm"):
+            _run_submitit(todo, executor, logs, partition, gpus_per_job, time_min)
+        else:
+            raise ConfigError(f"--executor {executor}: use processes, local or slurm")
+        print(f"[clipfh] sweep jobs finished in {time.perf_counter() - t0:.0f} s", flush=True)
+        for j in todo:
+            print(f"[clipfh]   {j.status:8s} {j.label}" + (f": {j.error}" if j.error else ""), flush=True)
+    atomic_write_json(d / "sweep.json", {"grid": grid, "jobs": [asdict(j) for j in jobs]})
+    if not dry_run:
+        from ..report.sweep import write_sweep_report
+        write_sweep_report(out, inv, list(grid))
+    return d, jobs
+
+
+if __name__ == "__main__":
+    sys.exit(_job_main(sys.argv[1]))
