@@ -83,7 +83,8 @@ def load_images(image_dir: str | Path, names: Sequence[str], size_hw: tuple[int,
     def work(i: int) -> None:
         arr[i] = decode_image(image_dir / names[i], size_hw)
 
-    with ThreadPoolExecutor(max_workers=workers or min(16, (os.cpu_count() or 2) * 2)) as pool:
+    # Pillow releases the GIL while decoding and resizing: threads use every core
+    with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
         list(pool.map(work, range(len(names))))
     if cache_file is not None:
         with atomic_path(cache_file) as tmp:

@@ -15,11 +15,13 @@ in a key or an override fails in a second, not after an hour of training.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
+from .. import runlog
 from ..atomic import atomic_write_text
 from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_config_path, to_dict
 from ..provenance import environment
@@ -93,38 +95,52 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
                                    "overrides": params, "environment": environment()})
     inv_dir = invocation_dir(out, inv)
     status = read_manifest(out, inv).get("notebooks", {})
-    print(f"[clipfh] profile {prof.name} · invocation {inv} · output {display_path(out)}", flush=True)
-    for name in names:
-        src, dst = NOTEBOOK_DIR / f"{name}.ipynb", inv_dir / "notebooks" / f"{name}.ipynb"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[clipfh] running {name} ...", flush=True)
-        t0 = time.perf_counter()
-        tmp, failed = dst.with_name(f".{name}.running.ipynb"), dst.with_name(f"{name}.failed.ipynb")
-        try:
-            pm.execute_notebook(str(src), str(tmp), kernel_name="python3", cwd=str(NOTEBOOK_DIR),
-                                progress_bar=False, log_output=False,
-                                parameters={"profile": str(profile_path), "run_dir": str(out),
-                                            "overrides": params, "invocation": inv})
-        except Exception as e:
-            if tmp.exists():
-                os.replace(tmp, failed)
-            if isinstance(e, PapermillExecutionError):
-                what = f"failed at cell {e.cell_index} ({e.ename}: {e.evalue})"
-            elif type(e).__name__ == "DeadKernelError":
-                what = "lost its kernel (killed: most likely out of memory)"
-            else:
-                what = f"failed ({type(e).__name__}: {e})"
-            status[name] = {"ok": False, "seconds": time.perf_counter() - t0, "error": what}
+    log_path = inv_dir / "run.log"
+    os.environ[runlog.ENV] = str(log_path)  # the kernels append their progress there
+    cells = logging.getLogger("papermill")   # papermill's cell output, into the same file
+    handler = logging.FileHandler(log_path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(runlog.FORMAT, "%Y-%m-%d %H:%M:%S"))
+    cells.addHandler(handler)
+    cells.setLevel(logging.INFO)
+    cells.propagate = False
+    print(f"[clipfh] profile {prof.name} · invocation {inv} · output {display_path(out)}\n"
+          f"[clipfh] follow the run: tail -f {display_path(log_path)}", flush=True)
+    try:
+        for name in names:
+            src, dst = NOTEBOOK_DIR / f"{name}.ipynb", inv_dir / "notebooks" / f"{name}.ipynb"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            print(f"[clipfh] running {name} ...", flush=True)
+            t0 = time.perf_counter()
+            tmp, failed = dst.with_name(f".{name}.running.ipynb"), dst.with_name(f"{name}.failed.ipynb")
+            try:
+                pm.execute_notebook(str(src), str(tmp), kernel_name="python3", cwd=str(NOTEBOOK_DIR),
+                                    progress_bar=False, log_output=True,
+                                    parameters={"profile": str(profile_path), "run_dir": str(out),
+                                                "overrides": params, "invocation": inv})
+            except Exception as e:
+                if tmp.exists():
+                    os.replace(tmp, failed)
+                if isinstance(e, PapermillExecutionError):
+                    what = f"failed at cell {e.cell_index} ({e.ename}: {e.evalue})"
+                elif type(e).__name__ == "DeadKernelError":
+                    what = "lost its kernel (killed: most likely out of memory)"
+                else:
+                    what = f"failed ({type(e).__name__}: {e})"
+                status[name] = {"ok": False, "seconds": time.perf_counter() - t0, "error": what}
+                update_manifest(out, inv, notebooks=status)
+                write_index(out, inv)
+                raise PipelineError(f"notebook {name} {what}; partial executed notebook: "
+                                    f"{display_path(failed)}") from None
+            os.replace(tmp, dst)
+            failed.unlink(missing_ok=True)
+            seconds = time.perf_counter() - t0
+            report = export_html(dst, inv_dir / "reports" / f"{name}.html")
+            status[name] = {"ok": True, "seconds": seconds}
             update_manifest(out, inv, notebooks=status)
-            write_index(out, inv)
-            raise PipelineError(f"notebook {name} {what}; partial executed notebook: "
-                                f"{display_path(failed)}") from None
-        os.replace(tmp, dst)
-        failed.unlink(missing_ok=True)
-        seconds = time.perf_counter() - t0
-        report = export_html(dst, inv_dir / "reports" / f"{name}.html")
-        status[name] = {"ok": True, "seconds": seconds}
-        update_manifest(out, inv, notebooks=status)
-        print(f"[clipfh]   done in {seconds:.1f} s: {display_path(report)}", flush=True)
+            print(f"[clipfh]   done in {seconds:.1f} s: {display_path(report)}", flush=True)
+    finally:
+        cells.removeHandler(handler)
+        handler.close()
+        os.environ.pop(runlog.ENV, None)
     return write_index(out, inv)
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..atomic import atomic_path, atomic_write_json
 from ..backbones.features import autocast_for
+from ..runlog import duration, run_logger
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .schedules import set_lr
 
@@ -158,6 +159,7 @@ class Trainer:
         self.steps_log = JsonlLog(self.out_dir / "log.jsonl", keep)
         self.epochs_log = JsonlLog(self.out_dir / "epochs.jsonl", keep)
         self.summary = TrainSummary(**self.resumed["summary"]) if self.resumed else TrainSummary()
+        self.log = run_logger()
 
     # ------------------------------------------------------------------ the loop
 
@@ -223,6 +225,11 @@ class Trainer:
             stats["seconds"] += seconds
             stats["images"] += n_images
             stats["epochs"] = epoch
+            eta = stats["seconds"] / max(1, epoch - first_epoch + 1) * (phase.epochs - epoch)
+            self.log.info(f"{self.label} {phase.name} epoch {epoch}/{phase.epochs}: total "
+                          f"{float(terms[:, 0].mean()):.4f}, {seconds:.1f} s, "
+                          f"{n_images / seconds if seconds else 0:.0f} img/s, phase ETA {duration(eta)}"
+                          + "".join(f", {k} {v:.2f}" for k, v in monitor.items()))
             self.summary.seconds += seconds
             self.summary.images += n_images
             self._checkpoint(index, phase, epoch)
