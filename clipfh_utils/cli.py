@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--compile-mode", default="default",
                    help="torch.compile mode (default, reduce-overhead, max-autotune-no-cudagraphs)")
     b.add_argument("--last-stride", type=int, default=2, choices=[1, 2], help="ResNet layer4 stride")
+    b.add_argument("--seeds", type=int, default=1,
+                   help="time the first steps of N-1 further fresh models (no recompilation expected)")
+    b.add_argument("--compile-opt", action="store_true", help="also compile the optimiser step")
+    b.add_argument("--channels-last", action="store_true", help="ResNet in NHWC layout (CUDA)")
 
     s = sub.add_parser("splits", help="write the split lists of all four aspects for a profile")
     s.add_argument("--profile", default="full")
@@ -93,14 +97,17 @@ def _run(a: argparse.Namespace) -> int:
     elif a.cmd == "bench":
         from .bench import bench
         res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,
-                    not a.no_amp, a.compile, compile_mode=a.compile_mode, last_stride=a.last_stride)
+                    not a.no_amp, a.compile, compile_mode=a.compile_mode, last_stride=a.last_stride,
+                    seeds=a.seeds, compile_optimizer=a.compile_opt, channels_last=a.channels_last)
         print(json.dumps(res, indent=2))
         what = "training" if a.stage == 2 else "embedding"
         mem = f", peak memory {res['peak_mem_gib']:.2f} GiB" if res["peak_mem_gib"] else ""
         comp = f", compiled ({a.compile_mode})" if a.compile else ", eager"
         prec = "bf16 autocast" if res["amp_bf16"] else "fp32"
+        later = "".join(f"; seed {x['seed']} first steps {x['first_steps_img_s']:.0f} img/s"
+                        for x in res["later_seeds"])
         print(f"{res['backbone']} stage {a.stage} {what}: {res['images_per_s']:.0f} img/s on "
-              f"{res['device_name']} (batch {a.batch}, {a.image_size}px, {prec}{comp}{mem})")
+              f"{res['device_name']} (batch {a.batch}, {a.image_size}px, {prec}{comp}{mem}){later}")
     elif a.cmd == "splits":
         from .config import load_profile
         from .data.datasets import prepare_dataset, write_all_splits

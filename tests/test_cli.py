@@ -18,6 +18,12 @@ def test_bench_runs_on_cpu_and_reports_throughput(capsys):
     assert res["stage"] == 2 and res["device"] == "cpu" and res["images_per_s"] > 0
     assert res["amp_bf16"] is False  # autocast is CUDA-only
     assert "img/s on cpu (batch 16, 64px, fp32, eager)" in out
+    assert main(["bench", "--stage", "2", "--backbone", "tiny-rn", "--image-size", "64", "--last-stride", "1",
+                 "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "16", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out[:out.rindex("}") + 1])
+    assert res["last_stride"] == 1 and [x["seed"] for x in res["later_seeds"]] == [1]
+    assert res["later_seeds"][0]["first_steps_img_s"] > 0 and "seed 1 first steps" in out
     assert main(["bench", "--stage", "1", "--backbone", "tiny-rn", "--image-size", "64",
                  "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "16"]) == 0
 

@@ -32,6 +32,8 @@ class ExperimentCfg:
     compile: bool = setting(False, identity=False)
     compile_mode: Literal["default", "reduce-overhead", "max-autotune",
                           "max-autotune-no-cudagraphs"] = setting("default", identity=False)
+    compile_optimizer: bool = setting(False, identity=False)  # also compile the optimiser step (CUDA)
+    channels_last: bool = setting(False, identity=False)      # ResNet towers in NHWC layout on CUDA
     eval_batch_size: int = setting(256, ge=1, identity=False)
     flip_test: bool = setting(False, identity=False)  # average features of image and mirror image
 

@@ -190,8 +190,11 @@ class ExperimentResult:
 
 def load_backbone(cfg: ExperimentCfg, device: torch.device) -> ClipModel:
     b = cfg.backbone
-    return load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
+    clip = load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
                      last_stride=b.last_stride)
+    if cfg.channels_last and clip.kind == "rn" and device.type == "cuda":
+        clip.model.visual.to(memory_format=torch.channels_last)  # convolutions then run NHWC
+    return clip
 
 
 def run_identity(exp: Experiment, ds: HandDataset) -> dict:
@@ -225,7 +228,8 @@ def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn
     data = data_fn()
     plan = method.plan(cfg, model, data, ctx)
     Trainer(seed_dir, ctx.device, plan.state, ctx.generator, seed=ctx.seed, amp=cfg.amp,
-            compile_mode=cfg.compile_mode, resume=resume, progress=progress, label=label).fit(plan.phases)
+            compile_mode=cfg.compile_mode, compile_optimizer=cfg.compile_optimizer, resume=resume,
+            progress=progress, label=label).fit(plan.phases)
     return model.eval(), True
 
 
@@ -235,6 +239,8 @@ def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipMode
     proto = ds.protocol()
     rows = proto.eval_rows()
     images, index = images_fn(ds, rows, clip.image_size)
+    if cfg.compile and device.type == "cuda":
+        embed = torch.compile(embed)  # graphs shared across seeds and stages (dynamo caches per code)
     t0 = time.perf_counter()
     feats = embed_images(embed, images, clip.mean, clip.std, device, cfg.eval_batch_size,
                          flip=cfg.flip_test, amp=cfg.amp)

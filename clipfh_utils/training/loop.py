@@ -113,13 +113,14 @@ class TrainSummary:
 
 
 def optimizer_step(loss_fn: Callable, opt: torch.optim.Optimizer, inputs: tuple, terms: Sequence[str],
-                   device: torch.device, amp: bool) -> torch.Tensor:
-    """One step: forward + loss under autocast, backward, update. Returns [total, *terms], detached."""
+                   device: torch.device, amp: bool, step: Callable[[], Any] | None = None) -> torch.Tensor:
+    """One step: forward + loss under autocast, backward, update (`step`, default `opt.step`).
+    Returns [total, *terms], detached."""
     with autocast_for(device, amp):
         total, parts = loss_fn(*inputs)
     opt.zero_grad(set_to_none=True)
     total.backward()
-    opt.step()
+    (step or opt.step)()
     return torch.stack([total, *(parts[n] for n in terms)]).detach().float()
 
 
@@ -138,14 +139,16 @@ class Trainer:
 
     def __init__(self, out_dir: str | Path, device: torch.device, state: Mapping[str, Any],
                  generator: torch.Generator, *, seed: int = 0, amp: bool = True,
-                 compile_mode: str = "default", resume: bool = False, progress: bool = False,
+                 compile_mode: str = "default", compile_optimizer: bool = False, resume: bool = False,
+                 progress: bool = False,
                  keep_checkpoint: bool = False, on_epoch_end: Callable[[str, int], None] | None = None,
                  label: str = ""):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.device, self.state, self.g = device, dict(state), generator
         self.seed, self.amp = seed, amp and device.type == "cuda"
-        self.compile_mode, self.progress, self.keep_checkpoint = compile_mode, progress, keep_checkpoint
+        self.compile_mode, self.compile_optimizer = compile_mode, compile_optimizer
+        self.progress, self.keep_checkpoint = progress, keep_checkpoint
         self.on_epoch_end, self.label = on_epoch_end, label
         self.ckpt_path = self.out_dir / self.CHECKPOINT
         self.resumed = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.exists() else None
@@ -190,6 +193,8 @@ class Trainer:
             # dynamo caches per code object: later seeds and experiments of the same shapes reuse
             # the graphs (tests/test_clip_reid.py checks that no seed recompiles)
             loss_fn = torch.compile(loss_fn, mode=self.compile_mode)
+        opt_step = torch.compile(opt.step) if (phase.compile and self.compile_optimizer
+                                               and self.device.type == "cuda") else None
         if phase.loss_args:
             loss_fn = functools.partial(loss_fn, *phase.loss_args)
         names = ["total", *phase.terms]
@@ -207,7 +212,7 @@ class Trainer:
             terms = torch.zeros(len(batches), len(names), device=self.device)
             for step, idx in enumerate(batches):
                 terms[step] = optimizer_step(loss_fn, opt, phase.inputs(idx), phase.terms,
-                                             self.device, self.amp)
+                                             self.device, self.amp, opt_step)
             terms = terms.cpu()  # the one host sync of the epoch
             seconds = time.perf_counter() - t0
             self._check_finite(terms, names, phase.name, epoch)
