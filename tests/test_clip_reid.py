@@ -49,11 +49,11 @@ def setup(cfg, data, seed=0):
     return ctx, METHOD.build(cfg, ctx, data.n_classes)
 
 
-def train_seed(cfg, data, out, seed=0, resume=False, on_epoch_end=None):
+def train_seed(cfg, data, out, seed=0, resume=False, on_epoch_end=None, checkpoint_every=1):
     ctx, model = setup(cfg, data, seed)
     plan = METHOD.plan(cfg, model, data, ctx)
     Trainer(out, CPU, plan.state, ctx.generator, seed=seed, amp=False, resume=resume,
-            on_epoch_end=on_epoch_end).fit(plan.phases)
+            on_epoch_end=on_epoch_end, checkpoint_every=checkpoint_every).fit(plan.phases)
     return model
 
 
@@ -236,18 +236,22 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("stop_at", [("prompt", 1), ("finetune", 1)])
-def test_resume_reaches_the_same_weights(tmp_path, stop_at):
+@pytest.mark.parametrize("stop_at, every", [(("prompt", 1), 1), (("finetune", 1), 1), (("finetune", 2), 2)])
+def test_resume_reaches_the_same_weights(tmp_path, stop_at, every):
     cfg = tiny_cfg(epochs=3, milestones=[2])
     ref = train_seed(cfg, tiny_data(), tmp_path / "a")
+    saved = []
 
     def interrupt(phase, epoch):
+        saved.append((phase, epoch))
         if (phase, epoch) == stop_at:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_seed(cfg, tiny_data(), tmp_path / "b", on_epoch_end=interrupt)
-    res = train_seed(cfg, tiny_data(), tmp_path / "b", resume=True)
+        train_seed(cfg, tiny_data(), tmp_path / "b", on_epoch_end=interrupt, checkpoint_every=every)
+    if every == 2:  # checkpoints at even epochs and at the end of each phase only
+        assert saved == [("prompt", 2), ("finetune", 2)]
+    res = train_seed(cfg, tiny_data(), tmp_path / "b", resume=True, checkpoint_every=every)
     a, b = ref.state_dict(), res.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]

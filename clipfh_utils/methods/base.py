@@ -33,6 +33,9 @@ class ExperimentCfg:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune",
                           "max-autotune-no-cudagraphs"] = setting("default", identity=False)
     compile_optimizer: bool = setting(False, identity=False)  # also compile the optimiser step (CUDA)
+    # epochs between resumable checkpoints (and always the last): a ViT-B/16 checkpoint with its
+    # optimiser state is ~1.8 GB, longer to write than an epoch of hand training takes on a GPU
+    checkpoint_every: int = setting(1, ge=1, identity=False)
     channels_last: bool = setting(False, identity=False)      # ResNet towers in NHWC layout on CUDA
     eval_batch_size: int = setting(256, ge=1, identity=False)
     flip_test: bool = setting(False, identity=False)  # average features of image and mirror image

@@ -229,7 +229,7 @@ def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn
     plan = method.plan(cfg, model, data, ctx)
     Trainer(seed_dir, ctx.device, plan.state, ctx.generator, seed=ctx.seed, amp=cfg.amp,
             compile_mode=cfg.compile_mode, compile_optimizer=cfg.compile_optimizer, resume=resume,
-            progress=progress, label=label).fit(plan.phases)
+            progress=progress, checkpoint_every=cfg.checkpoint_every, label=label).fit(plan.phases)
     return model.eval(), True
 
 

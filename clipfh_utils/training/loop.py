@@ -141,14 +141,15 @@ class Trainer:
                  generator: torch.Generator, *, seed: int = 0, amp: bool = True,
                  compile_mode: str = "default", compile_optimizer: bool = False, resume: bool = False,
                  progress: bool = False,
-                 keep_checkpoint: bool = False, on_epoch_end: Callable[[str, int], None] | None = None,
+                 keep_checkpoint: bool = False, checkpoint_every: int = 1,
+                 on_epoch_end: Callable[[str, int], None] | None = None,
                  label: str = ""):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.device, self.state, self.g = device, dict(state), generator
         self.seed, self.amp = seed, amp and device.type == "cuda"
         self.compile_mode, self.compile_optimizer = compile_mode, compile_optimizer
-        self.progress, self.keep_checkpoint = progress, keep_checkpoint
+        self.progress, self.keep_checkpoint, self.checkpoint_every = progress, keep_checkpoint, checkpoint_every
         self.on_epoch_end, self.label = on_epoch_end, label
         self.ckpt_path = self.out_dir / self.CHECKPOINT
         self.resumed = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.exists() else None
@@ -237,7 +238,8 @@ class Trainer:
                           + "".join(f", {k} {v:.2f}" for k, v in monitor.items()))
             self.summary.seconds += seconds
             self.summary.images += n_images
-            self._checkpoint(index, phase, epoch)
+            if epoch % self.checkpoint_every == 0 or epoch == phase.epochs:
+                self._checkpoint(index, phase, epoch)
 
     # ------------------------------------------------------------------ bookkeeping
 
