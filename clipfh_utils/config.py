@@ -128,6 +128,11 @@ class Profile:
     fp16_tolerance: float = setting(1e-3, ge=0)
     cli_overrides: list[str] = setting(factory=list, internal=True)  # experiment `-p` items
 
+    def check(self, where: str) -> None:
+        if self.resume and self.retrain:
+            raise ConfigError(f"{where}.retrain: cannot be combined with resume (--resume continues a run, "
+                              "--retrain starts a new one beside it); give one of them")
+
 
 # --------------------------------------------------------------------------- building
 

@@ -87,6 +87,7 @@ def error_line(err: str) -> str:
     assert "Traceback" not in err, err
     lines = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(lines) == 1, err
+    assert "--debug" not in lines[0], lines[0]  # an anticipated error, not a crash
     return lines[0]
 
 
@@ -270,6 +271,7 @@ CASES = [
          ["latin1.csv row 2: byte 0xe4 at column", "not UTF-8"], full_argv=True, roots=("splits",)),
     Case("HandInfo.csv missing", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/none.csv"], 2,
          ["none.csv: file not found"], full_argv=True, roots=("splits",)),
+    Case("--resume with --retrain", ["--resume", "--retrain"], 2, ["retrain: cannot be combined with resume"]),
     Case("unknown notebook", ["--only", "99_nope"], 1, ["unknown notebook(s) 99_nope"]),
 ]
 
@@ -316,6 +318,19 @@ def test_handinfo_with_a_bom_is_read(world, tmp_path, capsys):
     assert main(["splits", "--profile", "full", "-p", f"data.handinfo={world['inputs']}/bom.csv",
                  "-p", f"data.splits_dir={tmp_path}", "-p", "protocol.n_splits=1"]) == 0
     assert "'train_images': 890" in capsys.readouterr().out
+
+
+def test_split_lists_that_exist_are_not_rewritten(tmp_path):
+    from clipfh_utils.data.handinfo import load_handinfo
+    from clipfh_utils.data.protocol import build_protocol, write_split_files
+    proto = build_protocol(load_handinfo(REAL_HANDINFO), "dorsal right", 0, 2)
+    folder = write_split_files(proto, tmp_path)
+    before = snapshot(folder)
+    time.sleep(0.01)
+    write_split_files(build_protocol(load_handinfo(REAL_HANDINFO), "dorsal right", 0, 3), tmp_path)
+    after = snapshot(folder)
+    assert_nothing_lost(before, after)  # same content: not even touched
+    assert set(after) - set(before) == {str(folder / f"{k}_02.csv") for k in ("query", "gallery", "gallery_all")}
 
 
 def test_profile_with_a_bom_is_read(world):

@@ -9,8 +9,9 @@ outputs/<profile>/
     reports/<name>.html                   code hidden, figures embedded
     index.html                            this invocation's index
 
-Every experiment config is resolved and validated before the first notebook starts, so a typo
-in a key or an override fails in a second, not after an hour of training.
+Every experiment config, dataset, weights file and run folder is checked before the first
+notebook starts (pipeline.preflight), so a typo in a key, a missing image or an unfinished run
+fails in seconds, not after an hour of training, and leaves the output folder untouched.
 """
 from __future__ import annotations
 
