@@ -124,6 +124,9 @@ class Profile:
     # runs whose checkpoints start a new run with the settings as configured now (--resume-from)
     resume_from: list[str] = field(default_factory=list)
     keep_checkpoint: bool = False  # keep checkpoint.pt (with optimiser state) of finished seeds
+    # how long a writer waits for a run folder that another live process writes (parallel jobs
+    # whose profiles share an experiment, e.g. stage1); 0: stop at once, naming the holder
+    lock_wait_s: float = setting(0.0, ge=0)
     # finished weights are stored in fp16 if no L2-normalised feature moves by more than this; 0: fp32
     fp16_tolerance: float = setting(1e-3, ge=0)
     cli_overrides: list[str] = setting(factory=list, internal=True)  # experiment `-p` items

@@ -96,8 +96,10 @@ def check_unlocked(folder: Path, stale_after: float = STALE_S) -> None:
 class RunLock:
     """Exclusive right to write one folder, kept alive by a heartbeat thread (a context manager)."""
 
-    def __init__(self, folder: str | Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after: float = STALE_S):
+    def __init__(self, folder: str | Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after: float = STALE_S,
+                 wait_s: float = 0.0):
         self.folder = Path(folder)
+        self.wait_s = wait_s  # how long to wait for a live holder before giving up
         self.path = self.folder / LOCK_FILE
         self.guard = self.folder.parent / ".lock"  # serialises check-and-take between writers
         self.heartbeat_s, self.stale_after = heartbeat_s, stale_after
@@ -113,7 +115,24 @@ class RunLock:
         atomic_write_json(self.path, self._info)
 
     def acquire(self) -> None:
+        """Take the lock; a live holder is waited for up to `wait_s` seconds, then named in a LockedError."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        deadline, waiting = time.time() + self.wait_s, False
+        while True:
+            try:
+                self._take()
+                break
+            except LockedError as e:
+                if time.time() >= deadline:
+                    raise
+                if not waiting:
+                    note(f"{e}".split("; wait until")[0] + f"; waiting up to {self.wait_s:.0f} s")
+                    waiting = True
+                time.sleep(min(2.0, max(0.05, deadline - time.time())))
+        self._thread = threading.Thread(target=self._beat_forever, daemon=True, name=f"lock {self.folder.name}")
+        self._thread.start()
+
+    def _take(self) -> None:
         with short_lock(self.guard):
             held = read_lock(self.folder)
             if held is not None and held.get("token") != self.token:
@@ -124,8 +143,6 @@ class RunLock:
             self._info = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
                           "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             self._write()
-        self._thread = threading.Thread(target=self._beat_forever, daemon=True, name=f"lock {self.folder.name}")
-        self._thread.start()
 
     def _beat_forever(self) -> None:
         while not self._stop.wait(self.heartbeat_s):

@@ -522,6 +522,22 @@ def test_live_lock_stops_a_second_writer_and_a_reader_takes_none(world, tmp_path
     assert_nothing_lost(before, snapshot(world["out"]))
 
 
+def test_a_writer_may_wait_for_the_holder(tmp_path, capsys):
+    folder = tmp_path / "runs" / "r"
+    holder = RunLock(folder)
+    holder.acquire()
+    threading.Timer(0.3, holder.release).start()
+    with RunLock(folder, wait_s=30) as second:  # parallel jobs sharing an experiment take turns
+        assert json.loads((folder / LOCK_FILE).read_text())["token"] == second.token
+    assert "waiting up to 30 s" in capsys.readouterr().err
+    holder.acquire()
+    t0 = time.time()
+    with pytest.raises(LockedError, match="being written by"):
+        RunLock(folder, wait_s=0.2).acquire()
+    assert 0.2 <= time.time() - t0 < 5
+    holder.release()
+
+
 def test_a_writer_that_lost_its_lock_stops(tmp_path):
     folder = tmp_path / "runs" / "r"
     lock = RunLock(folder, heartbeat_s=3600)

@@ -287,7 +287,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     target = plan_run(run.run_dir, profile, exp, ds, clip0)
     for n in target.notes:
         note(n)
-    with RunLock(target.dir) as lock:
+    with RunLock(target.dir, wait_s=profile.lock_wait_s) as lock:
         return _run_locked(run, exp, ds, clip0, class_ids, target, lock, progress)
 
 

@@ -147,7 +147,8 @@ def plan_run(out: Path, profile: Profile, exp, ds: HandDataset, clip: ClipModel,
         identity["resumed_from"] = {"run": source.name, "seeds": _source_positions(source, seeds)}
     name = run_name(cfg.name, identity)
     rdir = run_dir(out, name)
-    check_unlocked(rdir)
+    if not profile.lock_wait_s:  # else the writer waits for the holder (RunLock)
+        check_unlocked(rdir)
     states = {s: seed_state(rdir / f"seed{s}") for s in seeds}
     target = RunTarget(name, rdir, identity, states, resume=profile.resume or source is not None, source=source)
     unfinished = [s for s, st in states.items() if st == UNFINISHED]
