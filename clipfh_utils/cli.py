@@ -1,13 +1,15 @@
-"""Command line: `python -m clipfh_utils {run,bench,splits,synth}`.
+"""Command line: `python -m clipfh_utils {run,clean,bench,splits,synth}`.
 
-Errors print one line (what, where, how to fix) and exit 2 for bad input, 1 for a failed run;
-`--debug` shows the traceback.
+Errors print one line (what, where, how to fix) and exit 2 for bad input (a config, the data, a
+weights file, the state of a run folder), 1 for a failed run (a notebook, a lock held by another
+process, a full disk), 130 when interrupted; `--debug` shows the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(demo_tiny_vit.finetune.lr=1e-3) or every experiment's ('*.seeds=[0]')")
     r.add_argument("--run-dir", default=None, help="output folder (default outputs/<profile>)")
     r.add_argument("--resume", action="store_true",
-                   help="continue unfinished runs from their last checkpoints (= -p resume=true)")
+                   help="continue unfinished runs (same configuration) from their last checkpoints")
+    r.add_argument("--resume-from", action="append", default=[], metavar="RUN",
+                   help="continue RUN's checkpoints with the settings as given now (e.g. a lower lr), "
+                        "as a new run (repeatable: one run per experiment)")
     r.add_argument("--retrain", action="store_true",
                    help="train again even where a finished run exists: new runs, new hashes")
 
@@ -46,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--time", type=int, default=240, help="minutes per job (submitit executors)")
     w.add_argument("--resume", action="store_true", help="continue unfinished runs from their checkpoints")
     w.add_argument("--dry-run", action="store_true", help="list the jobs and which are finished; run none")
+    c = sub.add_parser("clean", help="list what can be removed from an output folder; --remove removes it")
+    c.add_argument("--profile", default="demo")
+    c.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--run-dir", default=None, help="output folder (default outputs/<profile>)")
+    c.add_argument("--remove", action="store_true", help="remove what is listed")
 
     b = sub.add_parser("bench", help="training / embedding throughput on this device")
     b.add_argument("--stage", type=int, default=2, choices=[1, 2])
@@ -81,6 +91,8 @@ def _run(a: argparse.Namespace) -> int:
     if a.cmd == "run":
         from .pipeline.runner import run_pipeline
         params = a.param + (["resume=true"] if a.resume else []) + (["retrain=true"] if a.retrain else [])
+        if a.resume_from:
+            params.append(f"resume_from={json.dumps(a.resume_from)}")
         index = run_pipeline(a.profile, a.only, params, a.run_dir)
         print(f"report: {index}")
     elif a.cmd == "sweep":
@@ -94,6 +106,8 @@ def _run(a: argparse.Namespace) -> int:
         failed = [j for j in jobs if j.status == "failed"]
         print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else ""))
         return 1 if failed else 0
+    elif a.cmd == "clean":
+        _clean(a)
     elif a.cmd == "bench":
         from .bench import bench
         res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,
@@ -125,24 +139,49 @@ def _run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _clean(a: argparse.Namespace) -> None:
+    from .config import load_profile, repo_path
+    from .console import size_text
+    from .pipeline.clean import removable, remove
+    prof = load_profile(a.profile, a.param)
+    out = Path(a.run_dir) if a.run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")
+    items, kept = removable(out, repo_path(prof.data.cache_dir))
+    for item in items:
+        print(f"{size_text(item.size):>10}  {item.kind}: {item.path}")
+    for line in kept:
+        print(f"{'kept':>10}  {line}")
+    total = size_text(sum(i.size for i in items))
+    if not items:
+        print(f"nothing to remove in {out}")
+    elif a.remove:
+        print(f"removed {len(items)} item(s), {size_text(remove(items))} freed")
+    else:
+        print(f"{len(items)} item(s), {total}: remove them with `python -m clipfh_utils clean --remove`"
+              + (f" --profile {a.profile}" if a.profile != "demo" else "") + (f" --run-dir {a.run_dir}" if a.run_dir else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
-    from .config import ConfigError
-    from .data.handinfo import HandInfoError
-    from .data.image_cache import ImageDecodeError, MissingImagesError
-    bad_input = (ConfigError, HandInfoError, MissingImagesError, ImageDecodeError, FileNotFoundError)
     try:
         return _run(a)
+    except KeyboardInterrupt:
+        print("interrupted: finished seeds and the last checkpoint of each unfinished one are kept; "
+              "continue with --resume", file=sys.stderr)
+        return 130
     except Exception as e:
         if a.debug:
             raise
-        from .pipeline.runner import PipelineError
-        from .backbones.loading import WeightsMismatchError
+        from .pipeline.runner import PipelineError, bad_input_errors
         if isinstance(e, PipelineError):
             print(f"error: {e}", file=sys.stderr)
-            return 1
-        if isinstance(e, bad_input + (WeightsMismatchError,)):
+            return 2 if e.bad_input else 1
+        from .atomic import DiskFullError
+        from .locks import LockedError
+        if isinstance(e, bad_input_errors()):
             print(f"error: {e}", file=sys.stderr)
             return 2
+        if isinstance(e, (LockedError, DiskFullError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -67,6 +67,9 @@ class DataCfg:
     render_size: tuple[int, int] = setting((1600, 1200), ge=16)  # (width, height)
     cache_dir: str = "data/cache"
     splits_dir: str = "data/splits"
+    # a HandInfo.csv whose sha256 differs from the .sha256 beside it is refused; true builds split
+    # lists from it under <splits_dir>/<dataset>-modified-<sha256[:12]> (the committed ones stay)
+    allow_modified_handinfo: bool = False
     synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
 
 
@@ -95,6 +98,9 @@ class BackboneCfg:
     quick_gelu: Literal["auto", True, False] = "auto"
     # ResNet only: 1 removes the stride of layer4 (CLIP-ReID's "last stride 1": 14x14 at 224)
     last_stride: Literal[1, 2] = 2
+    # ViT only: accept an image size that is not a multiple of the patch size (the pixels past the
+    # last whole patch are ignored); otherwise such a size is an error
+    crop: bool = setting(False, identity=False)
 
 
 @dataclass
@@ -113,9 +119,22 @@ class Profile:
     overrides: list[str] = field(default_factory=list)
     notebooks: list[str] = field(default_factory=list)
     output_dir: str = ""  # "" -> outputs/<name>
-    resume: bool = False   # continue unfinished runs from their last checkpoint
+    resume: bool = False   # continue unfinished runs (same hash) from their last checkpoint
     retrain: bool = False  # train again even where a finished run exists (a new run, new hash)
+    # runs whose checkpoints start a new run with the settings as configured now (--resume-from)
+    resume_from: list[str] = field(default_factory=list)
+    keep_checkpoint: bool = False  # keep checkpoint.pt (with optimiser state) of finished seeds
+    # how long a writer waits for a run folder that another live process writes (parallel jobs
+    # whose profiles share an experiment, e.g. stage1); 0: stop at once, naming the holder
+    lock_wait_s: float = setting(0.0, ge=0)
+    # finished weights are stored in fp16 if no L2-normalised feature moves by more than this; 0: fp32
+    fp16_tolerance: float = setting(1e-3, ge=0)
     cli_overrides: list[str] = setting(factory=list, internal=True)  # experiment `-p` items
+
+    def check(self, where: str) -> None:
+        if self.resume and self.retrain:
+            raise ConfigError(f"{where}.retrain: cannot be combined with resume (--resume continues a run, "
+                              "--retrain starts a new one beside it); give one of them")
 
 
 # --------------------------------------------------------------------------- building

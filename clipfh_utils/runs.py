@@ -3,6 +3,7 @@
 outputs/<profile>/
   runs/<experiment>-<hash>/            one run: a trained model (all its seeds) and its evaluations
     run.json                           identity (what the hash covers), resolved config, provenance
+    lock.json                          while a process writes the run (clipfh_utils.locks)
     seed<k>/                           checkpoint.pt while training; weights.pt, summary.json, logs
     metrics/<dataset>__<mode>__<eval>.json (+ .csv per split, .per_query.csv.gz)
   invocations/<id>/manifest.json       which runs and metrics files one `run` invocation produced
@@ -18,17 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .atomic import atomic_write_json, atomic_write_text
+from .locks import short_lock
 
 RUNS, INVOCATIONS = "runs", "invocations"
+
+
+class RunStateError(ValueError):
+    """What was asked does not fit the state of the run folder (an unfinished run without
+    --resume, --resume with another configuration, --resume-from a run that cannot be resumed)."""
 
 
 def identity_hash(identity: dict) -> str:
@@ -99,16 +105,9 @@ def folder_size(path: Path) -> int:
 
 # --------------------------------------------------------------------------- invocations
 
-@contextlib.contextmanager
-def short_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock for a quick read-modify-write of a shared file (the manifest)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def index_lock(out: Path) -> contextlib.AbstractContextManager:
+    """Held while index.html files are written (parallel runs share the output folder)."""
+    return short_lock(Path(out) / INVOCATIONS / ".index.lock")
 
 
 def new_invocation(out: Path, info: dict) -> str:
@@ -137,10 +136,14 @@ def read_manifest(out: Path, inv: str) -> dict:
     return json.loads((invocation_dir(out, inv) / "manifest.json").read_text())
 
 
+def _manifest_lock(out: Path) -> contextlib.AbstractContextManager:
+    return short_lock(Path(out) / INVOCATIONS / ".manifest.lock")
+
+
 def record_entry(out: Path, inv: str, key: str, entry: dict) -> None:
     """Add (or replace) one experiment's entry in the invocation's manifest, under a lock."""
     path = invocation_dir(out, inv) / "manifest.json"
-    with short_lock(Path(out) / INVOCATIONS / ".manifest.lock"):
+    with _manifest_lock(out):
         manifest = json.loads(path.read_text())
         manifest["entries"][key] = entry
         atomic_write_json(path, manifest)
@@ -148,7 +151,7 @@ def record_entry(out: Path, inv: str, key: str, entry: dict) -> None:
 
 def update_manifest(out: Path, inv: str, **fields: Any) -> None:
     path = invocation_dir(out, inv) / "manifest.json"
-    with short_lock(Path(out) / INVOCATIONS / ".manifest.lock"):
+    with _manifest_lock(out):
         manifest = json.loads(path.read_text())
         manifest.update(fields)
         atomic_write_json(path, manifest)

@@ -108,6 +108,11 @@ def test_non_native_input_sizes():
         assert vit.model.encode_image(torch.randn(2, 3, 48, 64)).shape == (2, 64)
     with pytest.raises(ValueError, match="multiple of 32"):
         load_clip("tiny-rn", image_size=(50, 64))
+    with pytest.raises(ValueError, match="not a multiple of tiny-vit's patch size 8"):
+        load_clip("tiny-vit", image_size=(50, 64))
+    cropped = load_clip("tiny-vit", image_size=(50, 64), crop=True)  # the last 2 rows are ignored
+    with torch.no_grad():
+        assert cropped.model.encode_image(torch.randn(2, 3, 50, 64)).shape == (2, 64)
 
 
 def test_weight_discovery_order(offline_env, tmp_path):

@@ -228,6 +228,7 @@ def test_non_finite_loss_stops_with_phase_epoch_step_and_terms(tmp_path, monkeyp
     msg = str(e.value)
     assert "phase 'finetune' at epoch 1 step 0" in msg and "triplet=nan" in msg and "id=" in msg
     assert str(tmp_path / "checkpoint.pt") in msg
+    assert f"--resume-from {tmp_path.parent.name}" in msg  # the run (the seed folder's parent), to continue
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["phase"] == "prompt" and ckpt["epoch"] == 2  # the last good checkpoint survives
 

@@ -99,9 +99,10 @@ def test_demo_stage2_beats_stage1_by_20_map_points(demo_run, backbone, stage2):
 def test_failing_notebook_names_itself_and_keeps_partial_output(tmp_path):
     with pytest.raises(PipelineError) as e:
         run_pipeline("demo", only=["01_stage1_zero_shot"], run_dir=tmp_path,
-                     params=["backbones=[{name: ViT-Q-99}]"])
+                     params=[f"backbones=[{{name: tiny-vit, weights: {tmp_path / 'nope.pt'}}}]"])
     msg = str(e.value)
-    assert "01_stage1_zero_shot" in msg and "cell" in msg and "unknown backbone" in msg
+    assert "01_stage1_zero_shot" in msg and "cell" in msg and "nope.pt: file not found" in msg
+    assert e.value.bad_input  # the CLI exits 2: the input was wrong, not the code
     inv = latest_invocation(tmp_path)
     assert (tmp_path / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.failed.ipynb").exists()
     assert not (tmp_path / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.ipynb").exists()

@@ -25,7 +25,7 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from ..config import REPO_ROOT, display_path
+from ..config import REPO_ROOT, ConfigError, display_path
 from ..provenance import file_sha256
 
 _TEXT_TINY = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
@@ -210,6 +210,42 @@ def _check_fits(sd: dict[str, torch.Tensor], model: torch.nn.Module, name: str, 
 
 # --------------------------------------------------------------------------- building
 
+def _vision_cfg(name: str) -> dict | None:
+    if name in TINY_MODELS:
+        return TINY_MODELS[name]["vision_cfg"]
+    cfg = open_clip.get_model_config(name)
+    return cfg.get("vision_cfg") if cfg else None
+
+
+def input_size_problem(name: str, image_size: tuple[int, int] | None, crop: bool = False) -> str | None:
+    """Why backbone `name` cannot take `image_size` (H, W), in words; None when it can.
+
+    A ViT needs a multiple of its patch size (or `crop`: the pixels past the last whole patch are
+    then ignored); a ModifiedResNet a multiple of 32. Checked when an experiment is resolved.
+    """
+    name = name.removesuffix("-quickgelu")
+    if name not in TINY_MODELS and name not in open_clip.list_models():
+        known = ", ".join([*TINY_MODELS, "ViT-B-16", "RN50", "ViT-B-32", "ViT-L-14", "..."])
+        return (f"unknown backbone '{name}' (known: {known}; any name of open_clip.list_models() with a "
+                "ViT or ResNet image tower)")
+    vision = _vision_cfg(name) or {}
+    if image_size is None:
+        return None
+    h, w = image_size
+    if isinstance(vision.get("layers"), (list, tuple)):
+        if h % 32 or w % 32:
+            return (f"image size {h}x{w} is not a multiple of 32, which the ResNet {name} needs; "
+                    f"use e.g. {max(32, h // 32 * 32)}x{max(32, w // 32 * 32)}")
+        return None
+    patch = vision.get("patch_size")
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    if patch and (h % patch or w % patch) and not crop:
+        return (f"image size {h}x{w} is not a multiple of {name}'s patch size {patch}; use e.g. "
+                f"{max(patch, h // patch * patch)}x{max(patch, w // patch * patch)}, or set "
+                "backbone.crop: true to ignore the pixels past the last whole patch")
+    return None
+
+
 def _tiny_spec(name: str, image_size: tuple[int, int] | None) -> tuple[str, dict]:
     spec = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY_MODELS[name].items()}
     arch = spec.pop("arch")
@@ -305,7 +341,7 @@ class _DropRandomInitNotice(logging.Filter):
 
 def load_clip(name: str, weights: str | None = None, device: str | torch.device = "cpu",
               image_size: tuple[int, int] | None = None, seed: int = 0, quick_gelu: Any = "auto",
-              last_stride: int = 2) -> ClipModel:
+              last_stride: int = 2, crop: bool = False) -> ClipModel:
     """Build a CLIP model in eval mode on `device`; see the module docstring for `weights`.
 
     `image_size` (H, W) other than the native one resizes the ViT position embedding or the RN
@@ -315,10 +351,9 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
     """
     if name.endswith("-quickgelu"):
         name, quick_gelu = name.removesuffix("-quickgelu"), True
-    if name not in TINY_MODELS and name not in open_clip.list_models():
-        known = ", ".join([*TINY_MODELS, "ViT-B-16", "RN50", "ViT-B-32", "ViT-L-14", "..."])
-        raise ValueError(f"unknown backbone '{name}' (known: {known}; any name of "
-                         "open_clip.list_models() with a ViT or ResNet image tower)")
+    problem = input_size_problem(name, image_size, crop)
+    if problem:
+        raise ConfigError(f"backbone {name}: {problem}")
     source_kind, file, extra = _resolve_source(name, weights)
     qg = _resolve_quick_gelu(quick_gelu, name, source_kind, extra, file)
     kwargs: dict[str, Any] = {"force_quick_gelu": qg}
@@ -366,8 +401,6 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
     if kind == "rn":
         set_last_stride(visual, last_stride)
         size = tuple(image_size) if image_size is not None else _native_size(visual)
-        if size[0] % 32 or size[1] % 32:
-            raise ValueError(f"RN image size {size} must be a multiple of 32")
         div = 32 if last_stride == 2 else 16
         resize_attnpool(visual, (size[0] // div, size[1] // div))
         visual.image_size = size

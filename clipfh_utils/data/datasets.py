@@ -13,9 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataCfg, DatasetRef, ProtocolCfg, repo_path, to_dict
+from ..config import DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
+from ..console import note
 from ..provenance import file_sha256, files_digest
-from .handinfo import ASPECTS, HandRecord, aspect_slug, load_handinfo
+from .handinfo import ASPECTS, HandInfoError, HandRecord, aspect_slug, handinfo_checksum, load_handinfo
 from .image_cache import check_images, load_images
 from .protocol import Protocol, SplitRow, build_protocol, read_split_files, split_dir, write_split_files
 
@@ -43,7 +44,7 @@ class HandDataset:
         return f"{self.kind}/{aspect_slug(self.aspect)}"
 
     def records(self) -> list[HandRecord]:
-        return load_handinfo(self.handinfo)
+        return load_handinfo(self.handinfo, check_sha256=False)  # checked by prepare_dataset
 
     def protocol(self) -> Protocol:
         """The protocol as written in the split files (created first if they do not exist yet)."""
@@ -66,20 +67,45 @@ class HandDataset:
                 "train_images_sha256": files_digest(self.images_dir, train_names)}
 
 
+def splits_root_for(data: DataCfg, handinfo: Path) -> Path:
+    """Where the split lists of the 11k metadata live: the committed ones for the verified
+    HandInfo.csv. Metadata whose sha256 differs never rewrites them: it is an error, or, with
+    `data.allow_modified_handinfo`, its split lists go to a folder of their own (said on the console)."""
+    committed = repo_path(data.splits_dir) / "11k"
+    if not handinfo.exists():
+        raise HandInfoError(f"{handinfo}: file not found; put the 11k Hands HandInfo.csv there "
+                            "(a copy ships in data/11k/HandInfo.csv)")
+    actual, expected = handinfo_checksum(handinfo)
+    if expected is None or actual == expected:
+        return committed
+    what = (f"{display_path(handinfo)}: sha256 {actual[:12]}... differs from {handinfo.name}.sha256 "
+            f"({expected[:12]}...)")
+    if not data.allow_modified_handinfo:
+        raise HandInfoError(f"{what}; the committed split lists in {display_path(committed)} are never built "
+                            "from modified metadata: restore the original file, or pass "
+                            "-p data.allow_modified_handinfo=true to build split lists from it elsewhere")
+    root = repo_path(data.splits_dir) / f"11k-modified-{actual[:12]}"
+    note(f"{what}; using split lists built from it in {display_path(root)} (the committed ones are left "
+         "alone); its counts and results are not comparable with published ones")
+    return root
+
+
 def prepare_dataset(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HandDataset:
     """Resolve one dataset of a profile; generate or render its images (once) where it asks for that."""
     cache = repo_path(data.cache_dir)
     common = {"aspect": ref.aspect, "cache_dir": cache, "split_seed": protocol.seed,
               "n_splits": protocol.n_splits}
     if ref.dataset == "11k":
-        return HandDataset("11k", handinfo=repo_path(data.handinfo), images_dir=repo_path(data.images_dir),
-                           splits_root=repo_path(data.splits_dir) / "11k",
+        handinfo = repo_path(data.handinfo)
+        return HandDataset("11k", handinfo=handinfo, images_dir=repo_path(data.images_dir),
+                           splits_root=splits_root_for(data, handinfo),
                            description="11k Hands (Afifi 2019), real images", **common)
     if ref.dataset == "11k-rendered":
         w, h = data.render_size
-        ds = HandDataset("11k-rendered", handinfo=repo_path(data.handinfo),
+        handinfo = repo_path(data.handinfo)
+        ds = HandDataset("11k-rendered", handinfo=handinfo,
                          images_dir=repo_path(data.synthetic_dir) / f"11k-rendered-{w}x{h}" / "Hands",
-                         splits_root=repo_path(data.splits_dir) / "11k",
+                         splits_root=splits_root_for(data, handinfo),
                          description=(f"SYNTHETIC images rendered by clipfh_utils.data.synthetic for the "
                                       f"real 11k HandInfo.csv rows ({w}x{h}); not a hand-identification "
                                       "result"), **common)
@@ -115,12 +141,10 @@ def write_all_splits(ds: HandDataset, seed: int, n_splits: int) -> dict[str, Pro
 def load_protocol(ds: HandDataset, aspect: str, seed: int, n_splits: int) -> Protocol:
     """The protocol as written in the split files (created first if they do not exist yet)."""
     d = split_dir(ds.splits_root, aspect, seed)
-    if not (d / "train.csv").exists():
-        write_all_splits(ds, seed, n_splits)
+    held = len(list(d.glob("query_*.csv"))) if (d / "train.csv").exists() else -1
+    if held < n_splits:  # none yet, or fewer than asked: split i depends on (seed, i) only, so the
+        write_all_splits(ds, seed, n_splits)  # files already there come out byte-identical (kept)
     proto = read_split_files(ds.splits_root, aspect, seed)
-    if proto.n_splits < n_splits:
-        raise ValueError(f"{d}: holds {proto.n_splits} splits but {n_splits} were asked for; "
-                         "re-create the split lists with notebook 00")
     proto.queries, proto.galleries, proto.galleries_all = (
         proto.queries[:n_splits], proto.galleries[:n_splits], proto.galleries_all[:n_splits])
     return proto

@@ -6,6 +6,7 @@ row would change the protocol's counts without anyone noticing.
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +40,26 @@ def aspect_slug(aspect: str) -> str:
     return aspect.replace(" ", "_")
 
 
+def handinfo_checksum(path: Path) -> tuple[str, str | None]:
+    """(sha256 of the file, the one `<file>.sha256` beside it expects, or None without that file)."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.exists():
+        return file_sha256(path), None
+    words = sidecar.read_text().split()
+    return file_sha256(path), (words[0].strip().lower() if words else "")
+
+
 def verify_checksum(path: Path) -> bool | None:
     """Compare against `<file>.sha256` beside it, if present; warn on mismatch.
 
     Returns True/False for match/mismatch, None when there is no checksum file.
     """
-    sidecar = path.with_name(path.name + ".sha256")
-    if not sidecar.exists():
+    path = Path(path)
+    actual, expected = handinfo_checksum(path)
+    if expected is None:
         return None
-    expected = sidecar.read_text().split()[0].strip().lower()
-    actual = file_sha256(path)
+    sidecar = path.with_name(path.name + ".sha256")
     if actual != expected:
         warnings.warn(f"{path}: sha256 {actual[:12]}... does not match {sidecar.name} "
                       f"({expected[:12]}...); the split counts may differ from the published ones. "
@@ -65,6 +76,18 @@ def _parse_int(value: str, column: str, where: str) -> int:
                             "fix or remove the row") from None
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark; another encoding names the row."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        row = data[:e.start].count(b"\n") + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise HandInfoError(f"{path} row {row}: byte 0x{data[e.start]:02x} at column {column} is not UTF-8 "
+                            "text; save the file as UTF-8 (or restore the original)") from None
+
+
 def load_handinfo(path: str | Path, check_sha256: bool = True) -> list[HandRecord]:
     """Parse HandInfo.csv into records (file order), validating every row."""
     path = Path(path)
@@ -75,7 +98,7 @@ def load_handinfo(path: str | Path, check_sha256: bool = True) -> list[HandRecor
         verify_checksum(path)
     records: list[HandRecord] = []
     seen: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader)]

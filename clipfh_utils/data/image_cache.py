@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..atomic import atomic_path
+from ..console import note
 
 CACHE_VERSION = 1
 
@@ -66,6 +67,22 @@ def cache_key(image_dir: str | Path, names: Sequence[str], size_hw: tuple[int, i
     return h.hexdigest()[:20]
 
 
+def _read_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A cached array of the expected shape, or None: absent, or damaged (then said, and rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        arr = np.load(path)
+    except (ValueError, OSError, EOFError) as e:
+        note(f"{path}: cannot read this decode cache ({type(e).__name__}: cut short or damaged); "
+             "decoding the images again to rebuild it")
+        return None
+    if arr.shape != shape or arr.dtype != np.uint8:
+        note(f"{path}: decode cache holds {arr.dtype}{tuple(arr.shape)}, expected uint8{shape}; rebuilding it")
+        return None
+    return arr
+
+
 def load_images(image_dir: str | Path, names: Sequence[str], size_hw: tuple[int, int],
                 cache_dir: str | Path | None = None, workers: int | None = None) -> torch.Tensor:
     """All `names` as one uint8 tensor (N, 3, H, W), decoded once and cached."""
@@ -74,10 +91,9 @@ def load_images(image_dir: str | Path, names: Sequence[str], size_hw: tuple[int,
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"{cache_key(image_dir, names, size_hw)}.npy"
-        if cache_file.exists():
-            arr = np.load(cache_file)
-            if arr.shape == (len(names), size_hw[0], size_hw[1], 3):
-                return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+        arr = _read_cache(cache_file, (len(names), size_hw[0], size_hw[1], 3))
+        if arr is not None:
+            return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     arr = np.empty((len(names), size_hw[0], size_hw[1], 3), dtype=np.uint8)
 
     def work(i: int) -> None:
@@ -87,7 +103,7 @@ def load_images(image_dir: str | Path, names: Sequence[str], size_hw: tuple[int,
     with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
         list(pool.map(work, range(len(names))))
     if cache_file is not None:
-        with atomic_path(cache_file) as tmp:
+        with atomic_path(cache_file, arr.nbytes) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, arr)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()

@@ -161,7 +161,9 @@ def write_split_files(proto: Protocol, root: str | Path) -> Path:
         files[f"gallery_{i:02d}.csv"] = proto.galleries[i]
         files[f"gallery_all_{i:02d}.csv"] = proto.galleries_all[i]
     for name, rows in files.items():
-        atomic_write_text(out / name, _csv_text(rows))
+        text = _csv_text(rows)
+        if not (out / name).exists() or (out / name).read_text() != text:  # the same lists stay untouched
+            atomic_write_text(out / name, text)
     return out
 
 

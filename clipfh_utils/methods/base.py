@@ -76,6 +76,11 @@ class Method:
     def validate(self, cfg: ExperimentCfg, where: str) -> None:
         """Checks beyond the schema (e.g. loss weights against `loss_terms`)."""
 
+    def check_data(self, cfg: ExperimentCfg, n_classes: int) -> dict[str, str]:
+        """Settings that do not fit the dataset, as {dotted key: problem and fix} (e.g. more
+        identities per batch than the training set has). Checked before anything trains."""
+        return {}
+
     def build(self, cfg: ExperimentCfg, ctx: BuildContext, n_classes: int) -> nn.Module:
         raise NotImplementedError
 

@@ -23,19 +23,24 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..atomic import atomic_path, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json, require_free_space
 from ..backbones.features import embed_images
-from ..backbones.loading import ClipModel, load_clip, weights_sha256
-from ..config import (ConfigError, Override, Profile, build, display_path, identity_dict, load_yaml,
-                      merge_into, parse_override, resolve_config_path, to_dict)
+from ..backbones.loading import ClipModel, input_size_problem, load_clip
+from ..config import (ConfigError, Override, Profile, build, display_path, load_yaml, merge_into,
+                      parse_override, resolve_config_path, to_dict)
+from ..console import note
 from ..data.datasets import HandDataset
 from ..data.protocol import SplitRow
 from ..evaluation import FeatureBank, evaluate_protocol, summarize
+from ..locks import RunLock
 from ..methods import BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
-from ..runs import read_run, record_entry, relpath, run_dir, run_name, slug, write_run, now
+from ..runs import read_run, record_entry, relpath, run_name, slug, write_run, now
+from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
+from ..training.weights import store_half_if_exact
+from .run_state import RunTarget, disk_need, plan_run, run_identity
 
 STAGE1 = "stage1"
 
@@ -48,10 +53,23 @@ class Experiment:
     cfg: ExperimentCfg
     source: str                                   # the config file, or "profile backbones"
     overrides: list[str] = field(default_factory=list)  # the override items that changed it
+    override_keys: list[str] = field(default_factory=list)  # the dotted key each of them set
 
     @property
     def stage(self) -> str:
         return self.method.stage
+
+    def origin(self, key: str) -> str:
+        """Where the value of dotted `key` came from: the override that set it last, or the file."""
+        for source, set_key in reversed(list(zip(self.overrides, self.override_keys))):
+            if key == set_key or key.startswith(set_key + "."):
+                return source
+        return self.source
+
+    def check_data(self, n_classes: int) -> None:
+        """The method's dataset-dependent checks, each error naming where its key was set."""
+        for key, problem in self.method.check_data(self.cfg, n_classes).items():
+            raise ConfigError(f"{self.origin(key)}: {key}: {problem}")
 
 
 # --------------------------------------------------------------------------- resolving
@@ -71,13 +89,17 @@ def _profile_overrides(profile: Profile, profile_source: str) -> list[Override]:
 def _build_config(method: Method, data: dict, where: str) -> ExperimentCfg:
     cfg = build(method.config_cls, data, where)
     method.validate(cfg, where)
+    problem = input_size_problem(cfg.backbone.name, cfg.image_size, cfg.backbone.crop)
+    if problem:
+        key = "backbone.name" if problem.startswith("unknown backbone") else "image_size"
+        raise ConfigError(f"{where}.{key}: {problem}")
     return cfg
 
 
 def _resolve_one(method: Method, data: dict, where: str, aliases: set[str],
                  overrides: list[Override], used: set[int]) -> Experiment:
     cfg = _build_config(method, data, where)  # the file alone: its errors name the file
-    applied = []
+    applied, keys = [], []
     fields = set(to_dict(cfg))
     for i, o in enumerate(overrides):
         if o.target != "*" and o.target not in aliases:
@@ -91,8 +113,9 @@ def _resolve_one(method: Method, data: dict, where: str, aliases: set[str],
             raise ConfigError(f"{o.source}: {str(e).removeprefix(where + '.')}") from None
         data = trial
         applied.append(o.source)
+        keys.append(o.key)
         used.add(i)
-    return Experiment(cfg.name, method, cfg, where, applied)
+    return Experiment(cfg.name, method, cfg, where, applied, keys)
 
 
 def resolve_experiments(profile: Profile, profile_source: str = "profile") -> list[Experiment]:
@@ -191,23 +214,14 @@ class ExperimentResult:
 def load_backbone(cfg: ExperimentCfg, device: torch.device) -> ClipModel:
     b = cfg.backbone
     clip = load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
-                     last_stride=b.last_stride)
+                     last_stride=b.last_stride, crop=b.crop)
     if cfg.channels_last and clip.kind == "rn" and device.type == "cuda":
         clip.model.visual.to(memory_format=torch.channels_last)  # convolutions then run NHWC
     return clip
 
 
-def run_identity(exp: Experiment, ds: HandDataset) -> dict:
-    """Everything that changes the trained weights (see clipfh_utils.runs)."""
-    cfg = identity_dict(exp.cfg)
-    cfg.pop("name", None)
-    sha = weights_sha256(exp.cfg.backbone.name, exp.cfg.backbone.weights)
-    return {"method": exp.method.name, "config": cfg, "data": ds.identity(),
-            "weights_sha256": sha or "random init (seed 0)"}
-
-
 def experiment_run_name(run, exp: Experiment, ds: HandDataset) -> tuple[str, dict]:
-    """The run `exp` on `ds` is (or would be) stored as, and its identity."""
+    """The run `exp` on `ds` is (or would be) stored as, and its identity (nothing is loaded)."""
     identity = run_identity(exp, ds)
     if run.profile.retrain:
         identity["retrain"] = now()
@@ -215,22 +229,40 @@ def experiment_run_name(run, exp: Experiment, ds: HandDataset) -> tuple[str, dic
 
 
 def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn: Callable[[], TrainData],
-                  n_classes: int, seed_dir: Path, *, resume: bool, progress: bool, label: str
-                  ) -> tuple[nn.Module, bool]:
-    """One seed: load its final weights if it finished, else train it (resuming if asked)."""
+                  n_classes: int, seed_dir: Path, *, resume: bool, progress: bool, label: str,
+                  keep_checkpoint: bool = False, fp16_tolerance: float = 0.0,
+                  on_epoch_end: Callable[[str, int], None] | None = None) -> tuple[nn.Module, bool]:
+    """One seed: load its final weights if it finished, else train it (resuming if asked).
+
+    Before training, the disk must hold its checkpoints; after it, the final weights are stored
+    in fp16 where that moves no feature by more than `fp16_tolerance` (0: keep fp32).
+    """
     torch.manual_seed(ctx.seed)  # head initialisation
     model = method.build(cfg, ctx, n_classes)
     if not method.trains:
         return model.eval(), False
+    state = method.model_state(cfg, model)
     if is_finished(seed_dir):
-        load_weights(seed_dir, {"model": method.model_state(cfg, model)})
+        load_weights(seed_dir, {"model": state})
         return model.eval(), False
+    require_free_space(seed_dir.parent, disk_need(state_bytes(state.state_dict()), 1), f"training {label}")
     data = data_fn()
     plan = method.plan(cfg, model, data, ctx)
     Trainer(seed_dir, ctx.device, plan.state, ctx.generator, seed=ctx.seed, amp=cfg.amp,
             compile_mode=cfg.compile_mode, compile_optimizer=cfg.compile_optimizer, resume=resume,
-            progress=progress, checkpoint_every=cfg.checkpoint_every, label=label).fit(plan.phases)
-    return model.eval(), True
+            progress=progress, checkpoint_every=cfg.checkpoint_every, label=label,
+            keep_checkpoint=keep_checkpoint, on_epoch_end=on_epoch_end).fit(plan.phases)
+    model.eval()
+    check_images = data.val_images if data.val_images is not None else data.images[:64]
+
+    def features() -> torch.Tensor:
+        return torch.cat([embed_images(fn, check_images, ctx.clip.mean, ctx.clip.std, ctx.device, amp=False)
+                          for fn in method.embedders(cfg, model).values()], dim=1)
+
+    info = store_half_if_exact(seed_dir / Trainer.WEIGHTS, state, features, fp16_tolerance)
+    summary = json.loads((seed_dir / Trainer.SUMMARY).read_text())
+    atomic_write_json(seed_dir / Trainer.SUMMARY, {**summary, **info})
+    return model, True
 
 
 def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipModel, cfg: ExperimentCfg,
@@ -256,23 +288,36 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
                    ) -> ExperimentResult:
     """Train (or load) every seed of `exp` on `ds`, evaluate, write metrics, record the run.
 
-    `run` is the pipeline context (clipfh_utils.pipeline.context.Run).
+    `run` is the pipeline context (clipfh_utils.pipeline.context.Run). The run folder is locked
+    while this writes to it; what may happen to it is decided first (run_state.plan_run).
     """
     ds = ds or run.dataset
     ds.require_images()
-    method, cfg = exp.method, exp.cfg
-    profile = run.profile
-    name, identity = experiment_run_name(run, exp, ds)
+    cfg, profile = exp.cfg, run.profile
     clip0 = load_backbone(cfg, run.device)
-    rdir = run_dir(run.run_dir, name)
     class_ids = sorted({r.person_id for r in ds.protocol().train}, key=int)
-    record = read_run(rdir) or {
-        "name": name, "experiment": cfg.name, "method": method.name, "stage": method.stage,
-        "created": now(), "identity": identity, "config": to_dict(cfg), "config_source": exp.source,
-        "overrides": exp.overrides, "dataset": ds.key, "data": ds.description, "real_data": ds.is_real,
-        "backbone": clip0.record(), "n_classes": len(class_ids), "seeds": {}}
-    record["environment"] = environment()
-    write_run(rdir, record)
+    exp.check_data(len(class_ids))
+    target = plan_run(run.run_dir, profile, exp, ds)
+    for n in target.notes:
+        note(n)
+    with RunLock(target.dir, wait_s=profile.lock_wait_s) as lock:
+        return _run_locked(run, exp, ds, clip0, class_ids, target, lock, progress)
+
+
+def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: ClipModel, class_ids: list[str],
+                target: RunTarget, lock: RunLock, progress: bool) -> ExperimentResult:
+    method, cfg, profile = exp.method, exp.cfg, run.profile
+    name, rdir = target.name, target.dir
+    record = read_run(rdir)
+    if record is None:
+        record = {"name": name, "experiment": cfg.name, "method": method.name, "stage": method.stage,
+                  "created": now(), "identity": target.identity, "config": to_dict(cfg),
+                  "config_source": exp.source, "overrides": exp.overrides, "dataset": ds.key,
+                  "data": ds.description, "real_data": ds.is_real, "backbone": clip0.record(),
+                  "n_classes": len(class_ids), "seeds": {}, "environment": environment()}
+        if "resumed_from" in target.identity:
+            record["resumed_from"] = target.identity["resumed_from"]
+        write_run(rdir, record)
 
     evals: dict[tuple[int, str], EvalResult] = {}
     per_split, per_query, trained, first_model = [], [], [], None
@@ -281,15 +326,19 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
         clip = clip0 if seed == seeds[0] else load_backbone(cfg, run.device)
         g = torch.Generator(device=run.device).manual_seed(seed)
         ctx = BuildContext(clip, run.device, seed, g, cfg.amp and run.device.type == "cuda")
-        seed_dir = rdir / f"seed{seed}"
+        seed_dir = target.seed_dir(seed)
+        target.prepare_seed(seed)
         model, did_train = train_or_load(method, cfg, ctx, lambda: run.train_data(ds, clip.image_size),
-                                         len(class_ids), seed_dir, resume=profile.resume,
-                                         progress=progress, label=f"{cfg.name} seed {seed}")
+                                         len(class_ids), seed_dir, resume=target.resume,
+                                         progress=progress, label=f"{cfg.name} seed {seed}",
+                                         keep_checkpoint=profile.keep_checkpoint,
+                                         fp16_tolerance=profile.fp16_tolerance,
+                                         on_epoch_end=lambda phase, epoch: lock.check())
         if did_train:
             trained.append(seed)
-        if method.trains:
-            record["seeds"][str(seed)] = {"finished": True, "trained": now() if did_train else
-                                          record["seeds"].get(str(seed), {}).get("trained")}
+            summary = json.loads((seed_dir / Trainer.SUMMARY).read_text())
+            record["seeds"][str(seed)] = {"finished": True, "trained": now(), "environment": environment(),
+                                          **{k: summary[k] for k in summary if k.startswith(("weights_", "fp16_"))}}
             write_run(rdir, record)
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():
@@ -300,6 +349,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))
     per_split_df = pd.concat(per_split, ignore_index=True)
     per_query_df = pd.concat(per_query, ignore_index=True)
+    lock.check()
     files = save_metrics(run, exp, ds, rdir, record, clip0, per_split_df, per_query_df, evals)
     return ExperimentResult(exp, name, rdir, ds, clip0, first_model, evals, per_split_df, per_query_df,
                             files, trained, len(class_ids))

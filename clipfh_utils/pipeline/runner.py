@@ -9,8 +9,9 @@ outputs/<profile>/
     reports/<name>.html                   code hidden, figures embedded
     index.html                            this invocation's index
 
-Every experiment config is resolved and validated before the first notebook starts, so a typo
-in a key or an override fails in a second, not after an hour of training.
+Every experiment config, dataset, weights file and run folder is checked before the first
+notebook starts (pipeline.preflight), so a typo in a key, a missing image or an unfinished run
+fails in seconds, not after an hour of training, and leaves the output folder untouched.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from ..atomic import atomic_write_text
 from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_config_path, to_dict
 from ..provenance import environment
 from ..report.index import write_index
-from ..runs import invocation_dir, latest_invocation, new_invocation, read_manifest, update_manifest
-from .experiments import resolve_experiments
+from ..runs import index_lock, invocation_dir, latest_invocation, new_invocation, read_manifest, update_manifest
+from .preflight import preflight
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # Large-allocation churn (feature maps freed and re-allocated every step) otherwise goes back to
@@ -36,7 +37,42 @@ FAST_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_
 
 
 class PipelineError(RuntimeError):
-    """A notebook of the run failed; names the notebook, the cell and the partial output."""
+    """A notebook of the run failed; names the notebook, the cell and the partial output.
+
+    `bad_input` is set when the notebook failed on bad input (a config, the data, a weights file,
+    the state of a run folder) rather than in the code: the CLI exits 2 then, as for the same
+    error found before the notebooks start.
+    """
+
+    def __init__(self, message: str, bad_input: bool = False):
+        super().__init__(message)
+        self.bad_input = bad_input
+
+
+def bad_input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean "fix the input" (exit code 2), wherever they are raised."""
+    from ..backbones.loading import WeightsMismatchError, WeightsNotFoundError
+    from ..config import ConfigError
+    from ..data.handinfo import HandInfoError
+    from ..data.image_cache import ImageDecodeError, MissingImagesError
+    from ..runs import RunStateError
+    from ..training.checkpoint import CheckpointError
+    return (ConfigError, HandInfoError, MissingImagesError, ImageDecodeError, FileNotFoundError,
+            WeightsMismatchError, WeightsNotFoundError, RunStateError, CheckpointError)
+
+
+def _keep_partial(tmp: Path, failed: Path) -> bool:
+    """Keep a failed notebook's partial output for inspection, if it was written completely."""
+    import nbformat
+    if not tmp.exists():
+        return False
+    try:
+        nbformat.read(tmp, as_version=4)
+    except Exception:  # cut short (a full disk): invalid JSON helps nobody
+        tmp.unlink()
+        return False
+    os.replace(tmp, failed)
+    return True
 
 
 def kernel_environment(out: Path) -> None:
@@ -81,13 +117,14 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     params = list(params or [])
     prof = load_profile(profile, params)
     profile_path = resolve_config_path(profile, "profiles").resolve()
-    resolve_experiments(prof, display_path(profile_path))  # every config checked before any work
     out = (Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve()
     names = only or prof.notebooks
     unknown = [n for n in names if not (NOTEBOOK_DIR / f"{n}.ipynb").exists()]
     if unknown:
         have = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
         raise PipelineError(f"unknown notebook(s) {', '.join(unknown)}; available: {', '.join(have)}")
+    # every config, dataset, weights file and run folder checked before anything is written
+    preflight(prof, display_path(profile_path), out, run_states=not only)
     kernel_environment(out)
     inv = latest_invocation(out) if only else None
     if inv is None:
@@ -118,19 +155,21 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
                                     parameters={"profile": str(profile_path), "run_dir": str(out),
                                                 "overrides": params, "invocation": inv})
             except Exception as e:
-                if tmp.exists():
-                    os.replace(tmp, failed)
+                kept = _keep_partial(tmp, failed)
+                bad_input = False
                 if isinstance(e, PapermillExecutionError):
                     what = f"failed at cell {e.cell_index} ({e.ename}: {e.evalue})"
+                    bad_input = e.ename in {c.__name__ for c in bad_input_errors()}
                 elif type(e).__name__ == "DeadKernelError":
                     what = "lost its kernel (killed: most likely out of memory)"
                 else:
                     what = f"failed ({type(e).__name__}: {e})"
                 status[name] = {"ok": False, "seconds": time.perf_counter() - t0, "error": what}
                 update_manifest(out, inv, notebooks=status)
-                write_index(out, inv)
-                raise PipelineError(f"notebook {name} {what}; partial executed notebook: "
-                                    f"{display_path(failed)}") from None
+                with index_lock(out):
+                    write_index(out, inv)
+                partial = f"partial executed notebook: {display_path(failed)}" if kept else "no partial notebook"
+                raise PipelineError(f"notebook {name} {what}; {partial}", bad_input) from None
             os.replace(tmp, dst)
             failed.unlink(missing_ok=True)
             seconds = time.perf_counter() - t0
@@ -142,5 +181,6 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
         cells.removeHandler(handler)
         handler.close()
         os.environ.pop(runlog.ENV, None)
-    return write_index(out, inv)
+    with index_lock(out):
+        return write_index(out, inv)
 

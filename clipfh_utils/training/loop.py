@@ -30,7 +30,7 @@ from torch import nn
 from ..atomic import atomic_path, atomic_write_json
 from ..backbones.features import autocast_for
 from ..runlog import duration, run_logger
-from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from .schedules import set_lr
 
 
@@ -157,7 +157,13 @@ class Trainer:
             if self.resumed["seed"] != seed:
                 raise ValueError(f"{self.ckpt_path}: checkpoint is for seed {self.resumed['seed']}, not {seed}")
             for name, obj in self.state.items():
-                obj.load_state_dict(self.resumed["states"][name])
+                try:
+                    obj.load_state_dict(self.resumed["states"][name])
+                except (RuntimeError, KeyError, ValueError) as e:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise CheckpointError(f"{self.ckpt_path}: its '{name}' state does not fit the model as now "
+                                          f"configured ({first[:200]}); resume with the settings that shape "
+                                          "the model unchanged, or train a new run") from None
             restore_rng_state(self.resumed["rng"], self.g)
         keep = (self.resumed["phase_index"], self.resumed["epoch"]) if self.resumed else None
         self.steps_log = JsonlLog(self.out_dir / "log.jsonl", keep)
@@ -172,6 +178,11 @@ class Trainer:
         done_index, done_epoch = ((self.resumed["phase_index"], self.resumed["epoch"])
                                   if self.resumed else (-1, 0))
         for index, phase in enumerate(phases):
+            if index == done_index and done_epoch > phase.epochs:
+                raise CheckpointError(
+                    f"{self.ckpt_path}: the checkpoint is at epoch {done_epoch} of phase '{phase.name}' "
+                    f"but the config asks for {phase.epochs}; resuming cannot shorten training: "
+                    "train a new run, or ask for at least as many epochs")
             if index < done_index or (index == done_index and done_epoch >= phase.epochs):
                 continue
             first = done_epoch + 1 if index == done_index else 1
@@ -183,10 +194,7 @@ class Trainer:
     def _run_phase(self, index: int, phase: Phase, first_epoch: int, opt_state: dict | None) -> None:
         opt = phase.optimizer
         if opt_state is not None:
-            base = [g["base_lr"] for g in opt.param_groups]
-            opt.load_state_dict(opt_state)
-            for g, b in zip(opt.param_groups, base):  # the config's lr, not the saved one
-                g["base_lr"] = b
+            load_optimizer_state(opt, opt_state, self.ckpt_path)
         if phase.start is not None and first_epoch <= phase.epochs:
             phase.start()
         loss_fn = phase.loss
@@ -249,8 +257,9 @@ class Trainer:
             step = int(bad[0])
             values = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, terms[step].tolist()))
             raise NonFiniteLossError(
-                f"non-finite loss in phase '{phase}' at epoch {epoch} step {step}: {values}; lower the "
-                f"learning rate (or set amp: false) and resume from the last checkpoint ({self.ckpt_path})")
+                f"non-finite loss in phase '{phase}' at epoch {epoch} step {step}: {values}; the last good "
+                f"checkpoint is {self.ckpt_path}: continue from it with a lower learning rate (or amp: "
+                f"false) as a new run: --resume-from {self.out_dir.parent.name} -p <experiment>.<key>=<value>")
 
     def _states(self) -> dict[str, Any]:
         return {name: obj.state_dict() for name, obj in self.state.items()}
@@ -270,6 +279,24 @@ class Trainer:
                                                         "images_per_s": self.summary.images_per_s})
         if not self.keep_checkpoint and self.ckpt_path.exists():
             self.ckpt_path.unlink()
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict, where: Path) -> None:
+    """Restore the moments and step counts of a checkpoint's optimiser, but keep every setting of
+    the groups as configured now (base_lr, weight decay, betas...): a run resumed with a new
+    learning rate really trains at the new rate."""
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    names = [g.get("name") for g in configured]
+    saved_names = [g.get("name") for g in saved.get("param_groups", [])]
+    if names != saved_names:
+        raise CheckpointError(f"{where}: the optimiser's parameter groups {saved_names} do not match "
+                              f"the groups configured now {names}; train a new run")
+    try:
+        opt.load_state_dict(saved)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: the optimiser state does not fit ({e}); train a new run") from None
+    for group, settings in zip(opt.param_groups, configured):
+        group.update(settings)
 
 
 def is_finished(seed_dir: str | Path) -> bool:

@@ -1,0 +1,53 @@
+"""Checks a `run` makes before its first notebook starts: bad input fails in seconds, with nothing
+in the output folder touched, instead of inside a notebook after an hour of training.
+
+For every dataset and experiment of the profile: the metadata (a modified HandInfo.csv is refused,
+or its split lists go elsewhere, said on the console), the images (all present), the backbone (the
+weights file exists and fits the architecture), data-dependent settings (identities per batch),
+what may happen to the run folder (run_state.plan_run: unfinished runs, --resume, --resume-from,
+locks, damaged checkpoints) and the disk space that training will need.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..atomic import require_free_space
+from ..config import Profile
+from ..console import note
+from ..data.datasets import prepare_dataset
+from ..methods import BuildContext
+from ..training.checkpoint import state_bytes
+from .experiments import load_backbone, resolve_experiments
+from .run_state import disk_need, plan_run, resume_sources
+
+
+def preflight(prof: Profile, profile_source: str, out: Path, *, run_states: bool = True) -> None:
+    """Raise the first problem found (ConfigError, HandInfoError, RunStateError, LockedError,
+    DiskFullError, ...); print notes. `run_states=False` checks the configs and metadata only
+    (`--only` runs, which may not touch every experiment)."""
+    exps = resolve_experiments(prof, profile_source)
+    datasets = [prepare_dataset(prof.data, ref, prof.protocol) for ref in prof.datasets]
+    if not run_states:
+        return
+    sources = resume_sources(out, prof, [e.name for e in exps])
+    cpu = torch.device("cpu")
+    need, training = 0, []
+    for ds in datasets:
+        ds.require_images()
+        n_classes = len({r.person_id for r in ds.protocol().train})
+        for exp in exps:
+            exp.check_data(n_classes)
+            clip = load_backbone(exp.cfg, cpu)
+            target = plan_run(out, prof, exp, ds, sources)
+            for line in target.notes:
+                note(line)
+            seeds = target.to_train()
+            if seeds:
+                ctx = BuildContext(clip, cpu, seeds[0], torch.Generator().manual_seed(0), False)
+                model = exp.method.build(exp.cfg, ctx, n_classes)
+                need += disk_need(state_bytes(exp.method.model_state(exp.cfg, model).state_dict()), len(seeds))
+                training.append(f"{exp.name} on {ds.key} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
+    if need:
+        require_free_space(out, need, "training " + ", ".join(training))
