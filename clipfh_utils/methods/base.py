@@ -9,12 +9,12 @@ See README "How to add a method".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
+from typing import Any, Callable, ClassVar, Iterator, Literal, Optional, Protocol
 
 import torch
 from torch import nn
 
-from ..backbones.loading import ClipModel
+from ..backbones.loading import ClipModel, load_clip
 from ..config import BackboneCfg, ConfigError, setting
 from ..training.data import TrainData
 from ..training.loop import Phase
@@ -42,10 +42,28 @@ class ExperimentCfg:
             raise ConfigError(f"{where}.seeds: {self.seeds} repeats a seed")
 
 
+class Backbone(Protocol):
+    """What the pipeline reads of a method's pretrained model (a `ClipModel` by default): how to
+    feed it (input size, normalisation) and where its weights came from (records, run hashes)."""
+    name: str
+    pretrained: bool
+    weights: str
+    weights_sha256: str | None
+    quick_gelu: bool
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def label(self) -> str: ...
+
+    def record(self) -> dict: ...
+
+
 @dataclass
 class BuildContext:
     """What a method gets to build and train one seed."""
-    clip: ClipModel
+    clip: ClipModel               # the backbone as the method's `load_backbone` returned it
     device: torch.device
     seed: int
     generator: torch.Generator   # all training randomness (sampler draws excepted); checkpointed
@@ -70,6 +88,13 @@ class Method:
 
     def validate(self, cfg: ExperimentCfg, where: str) -> None:
         """Checks beyond the schema (e.g. loss weights against `loss_terms`)."""
+
+    def load_backbone(self, cfg: ExperimentCfg, device: torch.device) -> Backbone:
+        """The pretrained model this method builds on, named by `cfg.backbone`: CLIP by default.
+        A method that brings its own (a torchvision CNN) overrides this; `build` gets it as ctx.clip."""
+        b = cfg.backbone
+        return load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
+                         last_stride=b.last_stride)
 
     def build(self, cfg: ExperimentCfg, ctx: BuildContext, n_classes: int) -> nn.Module:
         raise NotImplementedError

@@ -25,11 +25,11 @@ from torch import nn
 
 from ..atomic import atomic_path, atomic_write_json
 from ..backbones.features import embed_images
-from ..backbones.loading import ClipModel, load_clip
+from ..backbones.loading import ClipModel
 from ..config import (ConfigError, Override, Profile, build, display_path, identity_dict, load_yaml,
                       merge_into, parse_override, resolve_config_path, to_dict)
 from ..data.datasets import HandDataset
-from ..data.protocol import SplitRow
+from ..data.protocol import Protocol, SplitRow
 from ..evaluation import FeatureBank, evaluate_protocol, summarize
 from ..methods import BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
@@ -188,10 +188,10 @@ class ExperimentResult:
         return self.evals[(self.cfg.seeds[0], mode)]
 
 
-def load_backbone(cfg: ExperimentCfg, device: torch.device) -> ClipModel:
-    b = cfg.backbone
-    return load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
-                     last_stride=b.last_stride)
+def load_backbone(cfg: ExperimentCfg, device: torch.device, method: Method | None = None) -> ClipModel:
+    """The experiment's backbone as its method loads it (CLIP unless the method brings its own,
+    e.g. the CNN baseline); `method` defaults to the one the config names."""
+    return (method or get_method(cfg.method)).load_backbone(cfg, device)
 
 
 def run_identity(exp: Experiment, ds: HandDataset, clip: ClipModel) -> dict:
@@ -221,9 +221,11 @@ def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn
 
 
 def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipModel, cfg: ExperimentCfg,
-                   ds: HandDataset, images_fn: Callable, device: torch.device, name: str) -> EvalResult:
-    """Embed every evaluation image once, then score all splits and both protocols."""
-    proto = ds.protocol()
+                   ds: HandDataset, images_fn: Callable, device: torch.device, name: str,
+                   proto: Protocol | None = None) -> EvalResult:
+    """Embed every evaluation image once, then score all splits and both protocols (of `ds`, or
+    `proto`: the dataset's protocol with some identities removed, for transfer)."""
+    proto = proto or ds.protocol()
     rows = proto.eval_rows()
     images, index = images_fn(ds, rows, clip.image_size)
     t0 = time.perf_counter()
@@ -247,7 +249,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     ds.require_images()
     method, cfg = exp.method, exp.cfg
     profile = run.profile
-    clip0 = load_backbone(cfg, run.device)
+    clip0 = load_backbone(cfg, run.device, method)
     identity = run_identity(exp, ds, clip0)
     if profile.retrain:
         identity["retrain"] = now()
@@ -259,6 +261,9 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
         "created": now(), "identity": identity, "config": to_dict(cfg), "config_source": exp.source,
         "overrides": exp.overrides, "dataset": ds.key, "data": ds.description, "real_data": ds.is_real,
         "backbone": clip0.record(), "n_classes": len(class_ids), "seeds": {}}
+    # who the model saw in training: transfer removes them from another dataset's test set
+    record.setdefault("train_ids", class_ids if method.trains else [])
+    record.setdefault("identity_space", ds.identity_space)
     record["environment"] = environment()
     write_run(rdir, record)
 
@@ -266,7 +271,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     per_split, per_query, trained, first_model = [], [], [], None
     seeds = cfg.seeds if method.trains else cfg.seeds[:1]
     for seed in seeds:
-        clip = clip0 if seed == seeds[0] else load_backbone(cfg, run.device)
+        clip = clip0 if seed == seeds[0] else load_backbone(cfg, run.device, method)
         g = torch.Generator(device=run.device).manual_seed(seed)
         ctx = BuildContext(clip, run.device, seed, g, cfg.amp and run.device.type == "cuda")
         seed_dir = rdir / f"seed{seed}"
@@ -293,6 +298,11 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
                             files, trained, len(class_ids))
 
 
+def metrics_stem(ds: HandDataset, mode: str, n_splits: int, flip: bool) -> str:
+    """'synthetic-dorsal_right__default__n10': what was evaluated, and how."""
+    return f"{slug(ds.key.replace('/', '-'))}__{mode or 'default'}__n{n_splits}" + ("_flip" if flip else "")
+
+
 def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict, clip: ClipModel,
                  per_split: pd.DataFrame, per_query: pd.DataFrame, evals: dict) -> dict[str, Path]:
     """One metrics file per inference mode, with everything that produced its numbers."""
@@ -301,10 +311,7 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
     for mode in per_split["mode"].unique():
         rows = per_split[per_split["mode"] == mode].drop(columns=["cmc", "mode"])
         queries = per_query[per_query["mode"] == mode].drop(columns="mode")
-        stem = f"{slug(ds.key.replace('/', '-'))}__{mode or 'default'}__n{run.profile.protocol.n_splits}" \
-               + ("_flip" if cfg.flip_test else "")
-        path = rdir / "metrics" / f"{stem}.json"
-        summary = summarize(rows)
+        path = rdir / "metrics" / f"{metrics_stem(ds, mode, run.profile.protocol.n_splits, cfg.flip_test)}.json"
         train = {}
         for s in cfg.seeds if method.trains else []:
             f = rdir / f"seed{s}" / Trainer.SUMMARY
@@ -326,16 +333,8 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
             "identity": record["identity"], "environment": environment(), "invocation": run.invocation,
             "created": record["created"], "evaluated": now(), "train": train,
             "embed_images_per_s": {str(s): ev.images_per_s for (s, m), ev in evals.items() if m == mode},
-            "per_split": rows.to_dict(orient="records"),
-            "summary": {p: {m: {"mean": float(summary.loc[p, ("mean", m)]),
-                                "sd": float(summary.loc[p, ("sd", m)])}
-                            for m in ("rank1", "rank5", "rank10", "mAP")} for p in summary.index},
         }
-        atomic_write_json(path, payload)
-        with atomic_path(path.with_suffix(".csv")) as tmp:
-            rows.to_csv(tmp, index=False)
-        with atomic_path(path.with_name(stem + ".per_query.csv.gz")) as tmp:
-            queries.to_csv(tmp, index=False, compression="gzip")
+        write_metrics(path, payload, rows, queries)
         files[mode] = path
         record_entry(run.run_dir, run.invocation, f"{cfg.name}{'@' + mode if mode else ''}|{ds.key}", {
             "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
@@ -344,13 +343,27 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
     return files
 
 
+def write_metrics(path: Path, payload: dict, per_split: pd.DataFrame, per_query: pd.DataFrame) -> None:
+    """A metrics file (payload + per-split rows + their summary) and its .csv / .per_query.csv.gz."""
+    summary = summarize(per_split)
+    payload = {**payload, "per_split": per_split.to_dict(orient="records"),
+               "summary": {p: {m: {"mean": float(summary.loc[p, ("mean", m)]),
+                                   "sd": float(summary.loc[p, ("sd", m)])}
+                               for m in ("rank1", "rank5", "rank10", "mAP")} for p in summary.index}}
+    atomic_write_json(path, payload)
+    with atomic_path(path.with_suffix(".csv")) as tmp:
+        per_split.to_csv(tmp, index=False)
+    with atomic_path(path.with_name(path.stem + ".per_query.csv.gz")) as tmp:
+        per_query.to_csv(tmp, index=False, compression="gzip")
+
 
 def before_training(run, result: ExperimentResult) -> EvalResult:
     """The experiment's backbone as loaded, before any training, on the same evaluation images
     (not recorded as a result: a reference view for figures such as t-SNE before/after)."""
     cfg = result.cfg
-    clip = load_backbone(cfg, run.device)
+    zero_shot = get_method("zero_shot")
+    clip = load_backbone(cfg, run.device, zero_shot)
     ctx = BuildContext(clip, run.device, 0, torch.Generator(device=run.device).manual_seed(0), False)
-    model = get_method("zero_shot").build(cfg, ctx, 0)
+    model = zero_shot.build(cfg, ctx, 0)
     return evaluate_model(model.embed, clip, cfg, result.dataset, run.images, run.device,
                           f"{cfg.backbone.name} before training")
