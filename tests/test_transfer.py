@@ -155,3 +155,40 @@ def test_remove_identities_keeps_distractors_even_of_removed_people():
     assert [r.image_name for r in out.queries[0]] == ["b2"] and [r.image_name for r in out.galleries[0]] == ["b1"]
     assert [r.image_name for r in out.galleries_all[0]] == ["b1", "x7", "x9"]
     assert [r.image_name for r in proto.test] == ["a1", "a2", "b1", "b2"]  # the original is untouched
+
+
+@pytest.mark.slow
+def test_demo_beyond_runs_its_notebooks_and_the_comparison_shows_the_transfer_table(tmp_path):
+    """The HD + transfer + baseline demo profile end to end (papermill), shrunk; `demo` untouched."""
+    from clipfh_utils.config import load_profile
+    from clipfh_utils.pipeline.runner import run_pipeline
+    from clipfh_utils.runs import latest_invocation, read_manifest
+
+    demo = load_profile("demo")
+    assert [(d.dataset, d.aspect) for d in demo.datasets] == [("synthetic", "dorsal right")]
+    assert not any(e.startswith("cnn_baseline") for e in demo.experiments) and not demo.transfer.targets
+    assert not {"05_cnn_baseline", "06_transfer"} & set(demo.notebooks)
+
+    out = tmp_path / "out"
+    run_pipeline("demo_beyond", only=["00_data_filtering", "05_cnn_baseline", "06_transfer", "04_comparison"],
+                 run_dir=out, params=[
+        f"data.synthetic_dir={tmp_path / 'synth'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.synthetic={n_train_ids: 8, n_test_ids: 8, images_per_id: [4, 5], size: [64, 48]}",
+        "data.synthetic_hd={n_ids: 12, n_extra_ids: 3, size: [64, 48]}", "data.hd_id_threshold=8",
+        "protocol.n_splits=2", "demo_tiny_resnet.train.epochs=2", "demo_tiny_resnet.train.p=4"])
+    inv = latest_invocation(out)
+    manifest = read_manifest(out, inv)
+    assert all(s["ok"] for s in manifest["notebooks"].values()) and len(manifest["notebooks"]) == 4
+    metrics = invocation_transfers(out, inv)
+    pairs = {(m["experiment"], m["train_dataset"], m["test_dataset"]) for m in metrics}
+    tests = {"synthetic/dorsal_right", "hd-synthetic/dorsal", "synthetic/dorsal_left"}
+    assert pairs == {("demo_tiny_resnet", train, t) for train in ("synthetic/dorsal_right", "hd-synthetic/dorsal")
+                     for t in tests}  # (zero-shot's notebook 01 is left out here to save time)
+    reports = out / "invocations" / inv / "reports"
+    comparison = (reports / "04_comparison.html").read_text()
+    assert "Cross-dataset transfer" in comparison
+    assert "hd-synthetic/dorsal" in comparison and "demo_tiny_resnet" in comparison and ">baseline<" in comparison
+    assert "data.hd_id_threshold" in (reports / "00_data_filtering.html").read_text()
+    for name in ("05_cnn_baseline", "06_transfer"):
+        html = (reports / f"{name}.html").read_text()
+        assert "data:image/png" in html and "Traceback" not in html and "Not a hand-identification result" in html
