@@ -215,7 +215,8 @@ def test_a_weights_file_by_path_and_one_of_another_architecture(tmp_path):
     f = tmp_path / "r18.pth"
     sha = save_state(f)
     assert bb.load_resnet("resnet18", str(f)).weights_sha256 == sha  # a path: no name convention needed
-    with pytest.raises(WeightsMismatchError, match=r"r18.pth: does not fit torchvision resnet50 .* give the backbone name"):
+    with pytest.raises(WeightsMismatchError, match=r"r18.pth: does not fit torchvision resnet50 .*the file looks like "
+                                                   r"torchvision resnet18: give the backbone name"):
         bb.load_resnet("resnet50", str(f))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsMismatchError, match="not a readable state-dict file"):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..evaluation import METRICS, format_mean_sd, summarize
 from ..runs import latest_invocation, read_manifest
+from .results import comparison_table
 
 ZERO_SHOT_TRAIN = "none (zero-shot)"
 
@@ -32,25 +32,17 @@ def invocation_transfers(out: str | Path, invocation: str | None = None) -> list
 
 
 def transfer_table(metrics: list[dict], protocol: str = "clipfh") -> pd.DataFrame:
-    """One row per (model, train set, test set): mean ± sd, means, removed identities, provenance."""
-    rows = []
-    for m in metrics:
-        per = pd.DataFrame(m["per_split"])
-        per = per[per["protocol"] == protocol]
-        if per.empty:
-            continue
-        s = summarize(per)
-        t = m["transfer"]
-        row = {"model": m["model"], "method": m.get("method_title", m["method"]), "backbone": m["backbone"],
-               "train set": m["train_dataset"] or ZERO_SHOT_TRAIN, "test set": m["test_dataset"]}
-        row.update(format_mean_sd(s).iloc[0].to_dict())
-        for metric in METRICS:
-            row[f"{metric}_mean"] = float(s[("mean", metric)].iloc[0])
-        row.update({"removed ids": t["n_removed_ids"], "test ids": t["test_ids"], "seeds": len(m["seeds"]),
-                    "splits": m["n_splits"], "run": m["run"], "weights": m["weights"], "data": m["data"]})
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values(["model", "train set", "test set"], ignore_index=True) if rows \
-        else pd.DataFrame(rows)
+    """One row per (model, train set, test set): the comparison table's columns (mean ± sd, means,
+    provenance) plus the train and test sets and how many seen identities were removed."""
+    base = comparison_table(metrics, protocol)
+    if base.empty:
+        return base
+    sets = pd.DataFrame([{"run": m["run"], "model": m["model"], "dataset": m["test_dataset"],
+                          "train set": m["train_dataset"] or ZERO_SHOT_TRAIN, "test set": m["test_dataset"],
+                          "removed ids": m["transfer"]["n_removed_ids"], "test ids": m["transfer"]["test_ids"]}
+                         for m in metrics])
+    return base.merge(sets, on=["run", "model", "dataset"]).sort_values(["model", "train set", "test set"],
+                                                                        ignore_index=True)
 
 
 def transfer_matrix(table: pd.DataFrame) -> pd.DataFrame:

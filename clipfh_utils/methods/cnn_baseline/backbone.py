@@ -23,7 +23,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from ...backbones.loading import RANDOM, WeightsMismatchError, WeightsNotFoundError
+from ...backbones.loading import RANDOM, WeightsMismatchError, WeightsNotFoundError, check_fits
 from ...config import REPO_ROOT, display_path
 from ...provenance import file_sha256
 
@@ -134,6 +134,18 @@ def _find_tagged(name: str, tag: str) -> tuple[Path, str]:
     return path, f"{resolved} ({display_path(path)})"
 
 
+def describe_resnet(sd: dict[str, torch.Tensor]) -> str:
+    """What a state dict looks like: 'torchvision resnet50', 'a ResNet with blocks [2, 1, 1, 1]'."""
+    blocks = [len({k.split(".")[1] for k in sd if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
+    if not any(blocks):
+        return "not a torchvision ResNet state dict"
+    bottleneck = any(".conv3." in k for k in sd)
+    known = {((2, 2, 2, 2), False): "resnet18", ((3, 4, 6, 3), False): "resnet34",
+             ((3, 4, 6, 3), True): "resnet50", ((3, 4, 23, 3), True): "resnet101"}
+    return f"torchvision {known[tuple(blocks), bottleneck]}" if (tuple(blocks), bottleneck) in known \
+        else f"a ResNet with blocks {blocks}"
+
+
 def _load_state(model: ResNet, path: Path, name: str) -> None:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -146,16 +158,7 @@ def _load_state(model: ResNet, path: Path, name: str) -> None:
         raise WeightsMismatchError(f"{display_path(path)}: no tensor mapping inside; replace it with "
                                    f"torchvision's {name} weights")
     sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd and not k.startswith("fc.")]  # a headless file is fine
-    unexpected = [k for k in sd if k not in own]
-    shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        example = (missing or unexpected or shapes)[0]
-        raise WeightsMismatchError(
-            f"{display_path(path)}: does not fit torchvision {name} ({len(missing)} keys missing, "
-            f"{len(unexpected)} unexpected, {len(shapes)} of another shape, e.g. '{example}'); give the "
-            "backbone name that matches the file, or the file that matches the name")
+    check_fits(sd, model, f"torchvision {name}", display_path(path), describe_resnet, optional=("fc.",))
     model.load_state_dict(sd, strict=False)
 
 
