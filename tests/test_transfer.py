@@ -192,3 +192,32 @@ def test_demo_beyond_runs_its_notebooks_and_the_comparison_shows_the_transfer_ta
     for name in ("05_cnn_baseline", "06_transfer"):
         html = (reports / f"{name}.html").read_text()
         assert "data:image/png" in html and "Traceback" not in html and "Not a hand-identification result" in html
+
+
+def test_only_datasets_that_share_people_remove_identities(hands):
+    from clipfh_utils.pipeline.transfer import seen_test_identities
+    root, _ = hands
+    dl = dataset(root, "dorsal left")
+    record = {"name": "r", "method": "cnn_baseline", "train_ids": ["0001030", "0001040", "0001062"],
+              "identity_space": dl.identity_space}
+    assert seen_test_identities(record, dl) == ["0001040", "0001062"]  # 1030 is a dorsal-left training id
+    assert seen_test_identities({**record, "identity_space": "hd:data/HD"}, dl) == []
+    assert seen_test_identities({**record, "method": "zero_shot"}, dl) == []
+
+
+def test_the_study_profiles_resolve():
+    from clipfh_utils.config import load_profile
+    from clipfh_utils.pipeline.experiments import resolve_experiments
+    from clipfh_utils.pipeline.runner import NOTEBOOK_DIR
+    full_all = load_profile("full_all")
+    assert [(d.dataset, d.aspect) for d in full_all.datasets] == [
+        ("11k", "dorsal right"), ("11k", "dorsal left"), ("11k", "palmar right"), ("11k", "palmar left"), ("hd", "dorsal")]
+    assert full_all.data.hd_id_threshold == 447
+    stages = {e.name: e.stage for e in resolve_experiments(full_all)}
+    assert stages["resnet50_bot"] == "baseline" and stages["stage2_vitb16"] == "stage2"
+    beyond = load_profile("demo_beyond")
+    assert {e.stage for e in resolve_experiments(beyond)} == {"stage1", "baseline"}
+    for prof in (full_all, beyond):
+        assert all((NOTEBOOK_DIR / f"{n}.ipynb").exists() for n in prof.notebooks)
+        assert prof.notebooks[-1] == "04_comparison" and "06_transfer" in prof.notebooks
+    assert [(d.dataset, d.aspect) for d in load_profile("full").datasets] == [("11k", "dorsal right")]
