@@ -63,7 +63,8 @@ class Backbone(Protocol):
 @dataclass
 class BuildContext:
     """What a method gets to build and train one seed."""
-    clip: ClipModel               # the backbone as the method's `load_backbone` returned it
+    clip: ClipModel               # the backbone as the method's `load_backbone` returned it (a
+                                  # ClipModel unless the method brings another `Backbone`)
     device: torch.device
     seed: int
     generator: torch.Generator   # all training randomness (sampler draws excepted); checkpointed

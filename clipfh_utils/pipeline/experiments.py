@@ -31,7 +31,7 @@ from ..config import (ConfigError, Override, Profile, build, display_path, ident
 from ..data.datasets import HandDataset
 from ..data.protocol import Protocol, SplitRow
 from ..evaluation import FeatureBank, evaluate_protocol, summarize
-from ..methods import BuildContext, ExperimentCfg, Method, get_method
+from ..methods import Backbone, BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
 from ..runs import read_run, record_entry, relpath, run_dir, run_name, slug, write_run, now
 from ..training.data import TrainData
@@ -188,7 +188,7 @@ class ExperimentResult:
         return self.evals[(self.cfg.seeds[0], mode)]
 
 
-def load_backbone(cfg: ExperimentCfg, device: torch.device, method: Method | None = None) -> ClipModel:
+def load_backbone(cfg: ExperimentCfg, device: torch.device, method: Method | None = None) -> Backbone:
     """The experiment's backbone as its method loads it (CLIP unless the method brings its own,
     e.g. the CNN baseline); `method` defaults to the one the config names."""
     return (method or get_method(cfg.method)).load_backbone(cfg, device)
