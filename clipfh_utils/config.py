@@ -26,6 +26,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
 ASPECTS: tuple[str, ...] = ("dorsal right", "dorsal left", "palmar right", "palmar left")
+HD_KINDS: tuple[str, ...] = ("hd", "hd-synthetic")  # the HD dataset has one aspect: "dorsal"
+HD_ASPECT = "dorsal"
 
 
 class ConfigError(ValueError):
@@ -58,6 +60,16 @@ class SyntheticCfg:
 
 
 @dataclass
+class SyntheticHdCfg:
+    """Synthetic hands written in the HD layout (`HD/Original Images/1-<n_ids>/<id>_<k>.jpg`)."""
+    n_ids: int = setting(40, ge=2)         # the main subjects 1..n_ids (split by hd_id_threshold)
+    n_extra_ids: int = setting(10, ge=1)   # distractor subjects n_ids+1..n_ids+n_extra_ids
+    images_per_id: tuple[int, int] = setting((4, 6), ge=2)
+    size: tuple[int, int] = setting((160, 120), ge=16)  # (width, height), like PIL
+    seed: int = setting(0, ge=0)
+
+
+@dataclass
 class DataCfg:
     """Where the datasets live (which of them a run uses is `Profile.datasets`)."""
     handinfo: str = "data/11k/HandInfo.csv"
@@ -71,14 +83,41 @@ class DataCfg:
     # lists from it under <splits_dir>/<dataset>-modified-<sha256[:12]> (the committed ones stay)
     allow_modified_handinfo: bool = False
     synthetic: SyntheticCfg = field(default_factory=SyntheticCfg)
+    # HD (PolyU hand dorsal): the folder holding "Original Images/1-501" and "Original Images/502-712"
+    hd_dir: str = "data/HD"
+    # HD training ids are 1..hd_id_threshold, test ids the rest of 1-501. MBA-Net's
+    # prepare_train_val_test_hd.py says "first/last 251 ids" in its comments but its code keeps
+    # ids <= 447 for training: the default follows the code; 251 gives the commented split.
+    hd_id_threshold: int = setting(447, ge=1)
+    synthetic_hd: SyntheticHdCfg = field(default_factory=SyntheticHdCfg)
 
 
 @dataclass
 class DatasetRef:
     """One dataset a profile trains and evaluates on: a source and an aspect of the hand."""
     # synthetic | 11k | 11k-rendered (real HandInfo rows, synthetic pixels: times the full pipeline)
-    dataset: Literal["synthetic", "11k", "11k-rendered"] = "synthetic"
-    aspect: Literal["dorsal right", "dorsal left", "palmar right", "palmar left"] = "dorsal right"
+    # | hd (PolyU hand dorsal, real images) | hd-synthetic (synthetic hands in the HD layout)
+    dataset: Literal["synthetic", "11k", "11k-rendered", "hd", "hd-synthetic"] = "synthetic"
+    # None: the dataset's own default, "dorsal right" for 11k, "dorsal" (its only aspect) for HD
+    aspect: Optional[Literal["dorsal right", "dorsal left", "palmar right", "palmar left", "dorsal"]] = None
+
+    def __post_init__(self) -> None:
+        if self.aspect is None:
+            self.aspect = HD_ASPECT if self.dataset in HD_KINDS else "dorsal right"
+
+    def check(self, where: str) -> None:
+        if (self.dataset in HD_KINDS) != (self.aspect == HD_ASPECT):
+            allowed = f"'{HD_ASPECT}' (or leave it out)" if self.dataset in HD_KINDS else ", ".join(ASPECTS)
+            raise ConfigError(f"{where}.aspect: {self.dataset} has no aspect '{self.aspect}'; use {allowed}")
+
+
+@dataclass
+class TransferCfg:
+    """Cross-dataset / cross-aspect evaluation (notebook 07_transfer): every run of the invocation,
+    tested on every dataset of the profile plus `targets` (test-only datasets, never trained on)."""
+    targets: list[DatasetRef] = field(default_factory=list)
+    # experiment names to transfer; empty: all of the invocation's
+    experiments: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +151,7 @@ class Profile:
     data: DataCfg = field(default_factory=DataCfg)
     datasets: list[DatasetRef] = field(default_factory=lambda: [DatasetRef()])
     protocol: ProtocolCfg = field(default_factory=ProtocolCfg)
+    transfer: TransferCfg = field(default_factory=TransferCfg)
     backbones: list[BackboneCfg] = field(default_factory=list)  # the zero-shot models of "stage1"
     # "stage1" (zero-shot, one per backbone) and method configs, e.g. "clip_reid/stage2_vitb16"
     experiments: list[str] = field(default_factory=list)

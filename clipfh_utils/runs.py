@@ -140,12 +140,13 @@ def _manifest_lock(out: Path) -> contextlib.AbstractContextManager:
     return short_lock(Path(out) / INVOCATIONS / ".manifest.lock")
 
 
-def record_entry(out: Path, inv: str, key: str, entry: dict) -> None:
-    """Add (or replace) one experiment's entry in the invocation's manifest, under a lock."""
+def record_entry(out: Path, inv: str, key: str, entry: dict, section: str = "entries") -> None:
+    """Add (or replace) one experiment's entry in the invocation's manifest, under a lock.
+    `section`: "entries" (the experiments' own evaluations) or "transfers" (cross-dataset ones)."""
     path = invocation_dir(out, inv) / "manifest.json"
     with _manifest_lock(out):
         manifest = json.loads(path.read_text())
-        manifest["entries"][key] = entry
+        manifest.setdefault(section, {})[key] = entry
         atomic_write_json(path, manifest)
 
 

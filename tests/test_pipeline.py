@@ -136,11 +136,12 @@ def test_kernel_is_pinned_to_this_interpreter(tmp_path, monkeypatch):
 
 def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch):
     from clipfh_utils.data.image_cache import MissingImagesError
-    from clipfh_utils.pipeline import experiments, open_run
+    from clipfh_utils.methods import base
+    from clipfh_utils.pipeline import open_run
 
     run = open_run("full", tmp_path, [f"data.images_dir={tmp_path / 'Hands'}", "device=cpu"])
     (tmp_path / "Hands").mkdir()
-    monkeypatch.setattr(experiments, "load_clip", lambda *a, **k: pytest.fail("model loaded first"))
+    monkeypatch.setattr(base, "load_clip", lambda *a, **k: pytest.fail("model loaded first"))
     for stage in ("stage1", "stage2"):
         with pytest.raises(MissingImagesError, match=r"(\d+) of \1 images missing .*first: Hand_"):
             run.run_stage(stage)

@@ -194,9 +194,12 @@ def describe_state_dict(sd: dict[str, torch.Tensor]) -> str:
     return "not a CLIP state dict"
 
 
-def _check_fits(sd: dict[str, torch.Tensor], model: torch.nn.Module, name: str, source: str) -> None:
+def check_fits(sd: dict[str, torch.Tensor], model: torch.nn.Module, name: str, source: str,
+               describe: Callable[[dict], str] = describe_state_dict, optional: tuple[str, ...] = ()) -> None:
+    """A state dict that does not fit `model` key for key and shape for shape is an error saying what
+    the file looks like (`describe`); keys starting with `optional` may be absent (a headless file)."""
     own = model.state_dict()
-    missing = [k for k in own if k not in sd]
+    missing = [k for k in own if k not in sd and not k.startswith(optional)]
     unexpected = [k for k in sd if k not in own]
     shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
@@ -204,7 +207,7 @@ def _check_fits(sd: dict[str, torch.Tensor], model: torch.nn.Module, name: str, 
         raise WeightsMismatchError(
             f"{source}: does not fit {name} ({len(missing)} keys missing, {len(unexpected)} unexpected, "
             f"{len(shapes)} of another shape, e.g. '{example}'); the file looks like "
-            f"{describe_state_dict(sd)}: give the backbone name that matches the file, or the file "
+            f"{describe(sd)}: give the backbone name that matches the file, or the file "
             "that matches the name")
 
 
@@ -390,7 +393,7 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
                 open_clip.model.resize_pos_embed(sd, model)
             except Exception:  # not this architecture at all: _check_fits says what it is
                 pass
-        _check_fits(sd, model, name, shown)
+        check_fits(sd, model, name, shown)
         model.load_state_dict(sd)
         source = f"{weights} ({shown})" if source_kind == "tag" else (weights if source_kind == "local-dir" else shown)
         if torchscript:

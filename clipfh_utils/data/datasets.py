@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
+from ..config import HD_KINDS, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
 from ..console import note
 from ..provenance import file_sha256, files_digest
 from .handinfo import ASPECTS, HandInfoError, HandRecord, aspect_slug, handinfo_checksum, load_handinfo
@@ -23,7 +23,7 @@ from .protocol import Protocol, SplitRow, build_protocol, read_split_files, spli
 
 @dataclass
 class HandDataset:
-    kind: str            # "11k" | "11k-rendered" | "synthetic"
+    kind: str            # "11k" | "11k-rendered" | "synthetic" | "hd" | "hd-synthetic" (data.hd.HdDataset)
     aspect: str
     handinfo: Path
     images_dir: Path
@@ -37,6 +37,12 @@ class HandDataset:
     @property
     def is_real(self) -> bool:
         return self.kind == "11k"
+
+    @property
+    def identity_space(self) -> str:
+        """Datasets with the same identity space share people: an id seen in training on one is the
+        same person on the other (the four aspects of one HandInfo.csv), so transfer removes it."""
+        return f"{self.kind}:{display_path(self.handinfo)}"
 
     @property
     def key(self) -> str:
@@ -92,6 +98,9 @@ def splits_root_for(data: DataCfg, handinfo: Path) -> Path:
 
 def prepare_dataset(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HandDataset:
     """Resolve one dataset of a profile; generate or render its images (once) where it asks for that."""
+    if ref.dataset in HD_KINDS:
+        from .hd import prepare_hd
+        return prepare_hd(data, ref, protocol)
     cache = repo_path(data.cache_dir)
     common = {"aspect": ref.aspect, "cache_dir": cache, "split_seed": protocol.seed,
               "n_splits": protocol.n_splits}
@@ -128,7 +137,9 @@ def prepare_dataset(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> Ha
 
 
 def write_all_splits(ds: HandDataset, seed: int, n_splits: int) -> dict[str, Protocol]:
-    """Build and write the split lists of all four aspects; returns them by aspect."""
+    """Build and write the split lists of all four aspects (HD: of its one); returns them by aspect."""
+    if ds.kind in HD_KINDS:
+        return ds.write_splits(seed, n_splits)
     records = ds.records()
     out = {}
     for aspect in ASPECTS:

@@ -38,7 +38,7 @@ from .handinfo import ALL_COLUMNS as HANDINFO_COLUMNS
 __all__ = [
     "ASPECTS", "GENERATOR_VERSION", "HANDINFO_COLUMNS", "HandIdentity", "Nuisance",
     "identity_from_id", "nuisance_from_name", "render_hand", "generate_synthetic_dataset",
-    "render_images_for_handinfo",
+    "generate_synthetic_hd", "render_images_for_handinfo",
 ]
 
 SKIN_COLORS: tuple[str, ...] = ("very fair", "fair", "medium", "dark")
@@ -612,17 +612,10 @@ def generate_synthetic_dataset(out_dir: str | Path, n_train_ids: int = 24, n_tes
         "jpeg_quality": int(jpeg_quality),
     }
     csv_path = out_dir / "HandInfo.csv"
-    stamp = out_dir / STAMP_NAME
-    if csv_path.exists() and stamp.exists():
-        try:
-            if json.loads(stamp.read_text(encoding="utf-8")) == params:
-                return csv_path
-        except (OSError, ValueError):
-            pass
+    if csv_path.exists() and _stamp_matches(out_dir, params):
+        return csv_path
     hands_dir = out_dir / "Hands"
     hands_dir.mkdir(parents=True, exist_ok=True)
-    if stamp.exists():  # the folder is about to change: an old stamp must not vouch for it
-        stamp.unlink()
 
     ids = [f"{i:07d}" for i in range(int(n_train_ids))]
     ids += [f"{1100 + i:07d}" for i in range(int(n_test_ids))]
@@ -642,22 +635,88 @@ def generate_synthetic_dataset(out_dir: str | Path, n_train_ids: int = 24, n_tes
                              int(ident.nail_polish), aspect, name, 0])
                 jobs.append((ident, name, aspect, acc))
 
-    def work(job: tuple[HandIdentity, str, str, bool]) -> None:
-        ident, name, aspect, acc = job
-        img = render_hand(ident, nuisance_from_name(name, seed), aspect, acc, (w, h))
-        atomic_write_bytes(hands_dir / name, _encode(img, name, jpeg_quality))
-
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        for _ in pool.map(work, jobs):
-            pass
-
+    _render_all(hands_dir, [(ident, name, name, aspect, acc) for ident, name, aspect, acc in jobs],
+                (w, h), seed, jpeg_quality)
     buf = io.StringIO()
     buf.write(",".join(HANDINFO_COLUMNS) + "\n")  # the real header is unquoted
     writer = csv.writer(buf, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     writer.writerows(rows)
     atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
-    atomic_write_bytes(stamp, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+    _write_stamp(out_dir, params)
     return csv_path
+
+
+def _stamp_matches(out_dir: Path, params: dict) -> bool:
+    """True when the folder was generated with exactly `params`; otherwise the old stamp is
+    removed first, since the folder is about to change and must not be vouched for."""
+    stamp = out_dir / STAMP_NAME
+    try:
+        if json.loads(stamp.read_text(encoding="utf-8")) == params:
+            return True
+    except (OSError, ValueError):
+        pass
+    stamp.unlink(missing_ok=True)
+    return False
+
+
+def _write_stamp(out_dir: Path, params: dict) -> None:
+    atomic_write_bytes(out_dir / STAMP_NAME, (json.dumps(params, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _render_all(root: Path, jobs: list[tuple[HandIdentity, str, str, str, bool]], size: tuple[int, int],
+                seed: int, jpeg_quality: int) -> None:
+    """Render (identity, file path under root, nuisance key, aspect, accessory) jobs in threads."""
+    def work(job: tuple[HandIdentity, str, str, str, bool]) -> None:
+        ident, rel, key, aspect, acc = job
+        img = render_hand(ident, nuisance_from_name(key, seed), aspect, acc, size)
+        atomic_write_bytes(root / rel, _encode(img, rel, jpeg_quality))
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        for _ in pool.map(work, jobs):
+            pass
+
+
+HD_ORIGINAL = "Original Images"
+
+
+def generate_synthetic_hd(out_dir: str | Path, n_ids: int = 40, n_extra_ids: int = 10,
+                          images_per_id: tuple[int, int] = (4, 6), size: tuple[int, int] = (160, 120),
+                          seed: int = 0, jpeg_quality: int = 92) -> Path:
+    """Synthetic hands in the HD layout; returns the ``HD`` folder.
+
+    Writes ``out_dir/HD/Original Images/1-<n_ids>/<id>_<k>.jpg`` (the main subjects) and
+    ``<n_ids+1>-<n_ids+n_extra_ids>/`` (the extra subjects, distractors), k = 1..count, the
+    naming of the real dataset. Every image is a dorsal view of a right hand without accessories.
+    HD subjects are other people than the synthetic 11k ones (identities drawn from "hd-<id>").
+    Same arguments -> byte-identical files; a stamp makes a repeated call return at once.
+    """
+    out_dir = Path(out_dir)
+    w, h = _check_size(size)
+    lo, hi = (int(v) for v in images_per_id)
+    if lo < 1 or hi < lo:
+        raise ValueError(f"images_per_id must be (lo, hi) with 1 <= lo <= hi, got {images_per_id!r}")
+    if n_ids < 1 or n_extra_ids < 1:
+        raise ValueError(f"n_ids and n_extra_ids must be >= 1, got {n_ids}, {n_extra_ids}")
+    params = {"generator_version": GENERATOR_VERSION, "layout": "HD", "n_ids": int(n_ids),
+              "n_extra_ids": int(n_extra_ids), "images_per_id": [lo, hi], "size": [w, h],
+              "seed": int(seed), "jpeg_quality": int(jpeg_quality)}
+    hd = out_dir / "HD"
+    if _stamp_matches(out_dir, params):
+        return hd
+    folders = {f"1-{n_ids}": range(1, n_ids + 1),
+               f"{n_ids + 1}-{n_ids + n_extra_ids}": range(n_ids + 1, n_ids + n_extra_ids + 1)}
+    jobs = []
+    for folder, ids in folders.items():
+        (hd / HD_ORIGINAL / folder).mkdir(parents=True, exist_ok=True)
+        for i in ids:
+            ident = identity_from_id(f"hd-{i}", seed)
+            n_img = int(_rng("hd-count", i, seed).integers(lo, hi + 1))
+            for k in range(1, n_img + 1):
+                rel = f"{HD_ORIGINAL}/{folder}/{i}_{k}.jpg"
+                jobs.append((ident, rel, f"hd/{i}_{k}", "dorsal right", False))
+    _render_all(hd, jobs, (w, h), seed, jpeg_quality)
+    _write_stamp(out_dir, params)
+    return hd
 
 
 def render_images_for_handinfo(handinfo_csv: str | Path, images_dir: str | Path,

@@ -1,6 +1,6 @@
 """Methods: each a folder (or any importable module) exposing `METHOD`, found by name here.
 
-Built in: `zero_shot` (Stage 1), `clip_reid` (Stage 2). A method never imports another method;
+Built in: `zero_shot` (Stage 1), `clip_reid` (Stage 2), `cnn_baseline` (RQ6's ResNet BoT). A method never imports another method;
 what two methods share lives in `backbones/` or `training/`.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pkgutil
 from pathlib import Path
 
 from ..config import ConfigError
-from .base import BuildContext, ExperimentCfg, Method, TrainPlan
+from .base import Backbone, BuildContext, ExperimentCfg, Method, TrainPlan
 
-__all__ = ["BuildContext", "ExperimentCfg", "Method", "TrainPlan", "builtin_methods", "get_method"]
+__all__ = ["Backbone", "BuildContext", "ExperimentCfg", "Method", "TrainPlan", "builtin_methods", "get_method"]
 
 
 def builtin_methods() -> list[str]:

@@ -9,12 +9,13 @@ See README "How to add a method".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
+from typing import Any, Callable, ClassVar, Iterator, Literal, Optional, Protocol
 
 import torch
 from torch import nn
 
-from ..backbones.loading import ClipModel
+from ..backbones.loading import ClipModel, input_size_problem, load_clip
+from ..backbones.loading import weights_sha256 as clip_weights_sha256
 from ..config import BackboneCfg, ConfigError, setting
 from ..training.data import TrainData
 from ..training.loop import Phase
@@ -47,10 +48,29 @@ class ExperimentCfg:
             raise ConfigError(f"{where}.seeds: {self.seeds} repeats a seed")
 
 
+class Backbone(Protocol):
+    """What the pipeline reads of a method's pretrained model (a `ClipModel` by default): how to
+    feed it (input size, normalisation) and where its weights came from (records, run hashes)."""
+    name: str
+    pretrained: bool
+    weights: str
+    weights_sha256: str | None
+    quick_gelu: bool
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def label(self) -> str: ...
+
+    def record(self) -> dict: ...
+
+
 @dataclass
 class BuildContext:
     """What a method gets to build and train one seed."""
-    clip: ClipModel
+    clip: ClipModel               # the backbone as the method's `load_backbone` returned it (a
+                                  # ClipModel unless the method brings another `Backbone`)
     device: torch.device
     seed: int
     generator: torch.Generator   # all training randomness (sampler draws excepted); checkpointed
@@ -80,6 +100,26 @@ class Method:
         """Settings that do not fit the dataset, as {dotted key: problem and fix} (e.g. more
         identities per batch than the training set has). Checked before anything trains."""
         return {}
+
+    def load_backbone(self, cfg: ExperimentCfg, device: torch.device) -> Backbone:
+        """The pretrained model this method builds on, named by `cfg.backbone`: CLIP by default.
+        A method that brings its own (a torchvision CNN) overrides this; `build` gets it as ctx.clip."""
+        b = cfg.backbone
+        return load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
+                         last_stride=b.last_stride, crop=b.crop)
+
+    def input_problem(self, cfg: ExperimentCfg) -> tuple[str, str] | None:
+        """(dotted key, problem) when the backbone is unknown or cannot take the image size, without
+        loading it (checked when the experiment is resolved). Override with `load_backbone`."""
+        problem = input_size_problem(cfg.backbone.name, cfg.image_size, cfg.backbone.crop)
+        if problem is None:
+            return None
+        return ("backbone.name" if problem.startswith("unknown backbone") else "image_size"), problem
+
+    def weights_sha256(self, cfg: ExperimentCfg) -> str | None:
+        """The digest of the weights `load_backbone` would load (None: random init), without loading
+        anything: part of every run's identity. Override together with `load_backbone`."""
+        return clip_weights_sha256(cfg.backbone.name, cfg.backbone.weights)
 
     def build(self, cfg: ExperimentCfg, ctx: BuildContext, n_classes: int) -> nn.Module:
         raise NotImplementedError

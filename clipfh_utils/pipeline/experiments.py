@@ -25,15 +25,15 @@ from torch import nn
 
 from ..atomic import atomic_path, atomic_write_json, require_free_space
 from ..backbones.features import embed_images
-from ..backbones.loading import ClipModel, input_size_problem, load_clip
+from ..backbones.loading import ClipModel
 from ..config import (ConfigError, Override, Profile, build, display_path, load_yaml, merge_into,
                       parse_override, resolve_config_path, to_dict)
 from ..console import note
 from ..data.datasets import HandDataset
-from ..data.protocol import SplitRow
+from ..data.protocol import Protocol, SplitRow
 from ..evaluation import FeatureBank, evaluate_protocol, summarize
 from ..locks import RunLock
-from ..methods import BuildContext, ExperimentCfg, Method, get_method
+from ..methods import Backbone, BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
 from ..runs import read_run, record_entry, relpath, run_name, slug, write_run, now
 from ..training.checkpoint import state_bytes
@@ -89,10 +89,10 @@ def _profile_overrides(profile: Profile, profile_source: str) -> list[Override]:
 def _build_config(method: Method, data: dict, where: str) -> ExperimentCfg:
     cfg = build(method.config_cls, data, where)
     method.validate(cfg, where)
-    problem = input_size_problem(cfg.backbone.name, cfg.image_size, cfg.backbone.crop)
+    problem = method.input_problem(cfg)
     if problem:
-        key = "backbone.name" if problem.startswith("unknown backbone") else "image_size"
-        raise ConfigError(f"{where}.{key}: {problem}")
+        key, text = problem
+        raise ConfigError(f"{where}.{key}: {text}")
     return cfg
 
 
@@ -211,13 +211,13 @@ class ExperimentResult:
         return self.evals[(self.cfg.seeds[0], mode)]
 
 
-def load_backbone(cfg: ExperimentCfg, device: torch.device) -> ClipModel:
-    b = cfg.backbone
-    clip = load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
-                     last_stride=b.last_stride, crop=b.crop)
-    if cfg.channels_last and clip.kind == "rn" and device.type == "cuda":
-        clip.model.visual.to(memory_format=torch.channels_last)  # convolutions then run NHWC
-    return clip
+def load_backbone(cfg: ExperimentCfg, device: torch.device, method: Method | None = None) -> Backbone:
+    """The experiment's backbone as its method loads it (CLIP unless the method brings its own,
+    e.g. the CNN baseline); `method` defaults to the one the config names."""
+    backbone = (method or get_method(cfg.method)).load_backbone(cfg, device)
+    if cfg.channels_last and getattr(backbone, "kind", "") == "rn" and device.type == "cuda":
+        backbone.model.visual.to(memory_format=torch.channels_last)  # convolutions then run NHWC
+    return backbone
 
 
 def experiment_run_name(run, exp: Experiment, ds: HandDataset) -> tuple[str, dict]:
@@ -266,9 +266,11 @@ def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn
 
 
 def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipModel, cfg: ExperimentCfg,
-                   ds: HandDataset, images_fn: Callable, device: torch.device, name: str) -> EvalResult:
-    """Embed every evaluation image once, then score all splits and both protocols."""
-    proto = ds.protocol()
+                   ds: HandDataset, images_fn: Callable, device: torch.device, name: str,
+                   proto: Protocol | None = None) -> EvalResult:
+    """Embed every evaluation image once, then score all splits and both protocols (of `ds`, or
+    `proto`: the dataset's protocol with some identities removed, for transfer)."""
+    proto = proto or ds.protocol()
     rows = proto.eval_rows()
     images, index = images_fn(ds, rows, clip.image_size)
     if cfg.compile and device.type == "cuda":
@@ -294,7 +296,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     ds = ds or run.dataset
     ds.require_images()
     cfg, profile = exp.cfg, run.profile
-    clip0 = load_backbone(cfg, run.device)
+    clip0 = load_backbone(cfg, run.device, exp.method)
     class_ids = sorted({r.person_id for r in ds.protocol().train}, key=int)
     exp.check_data(len(class_ids))
     target = plan_run(run.run_dir, profile, exp, ds)
@@ -304,7 +306,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
         return _run_locked(run, exp, ds, clip0, class_ids, target, lock, progress)
 
 
-def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: ClipModel, class_ids: list[str],
+def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_ids: list[str],
                 target: RunTarget, lock: RunLock, progress: bool) -> ExperimentResult:
     method, cfg, profile = exp.method, exp.cfg, run.profile
     name, rdir = target.name, target.dir
@@ -317,13 +319,16 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: ClipModel, class_i
                   "n_classes": len(class_ids), "seeds": {}, "environment": environment()}
         if "resumed_from" in target.identity:
             record["resumed_from"] = target.identity["resumed_from"]
-        write_run(rdir, record)
+    # who the model saw in training: transfer removes them from another dataset's test set
+    record.setdefault("train_ids", class_ids if method.trains else [])
+    record.setdefault("identity_space", ds.identity_space)
+    write_run(rdir, record)
 
     evals: dict[tuple[int, str], EvalResult] = {}
     per_split, per_query, trained, first_model = [], [], [], None
     seeds = cfg.seeds if method.trains else cfg.seeds[:1]
     for seed in seeds:
-        clip = clip0 if seed == seeds[0] else load_backbone(cfg, run.device)
+        clip = clip0 if seed == seeds[0] else load_backbone(cfg, run.device, method)
         g = torch.Generator(device=run.device).manual_seed(seed)
         ctx = BuildContext(clip, run.device, seed, g, cfg.amp and run.device.type == "cuda")
         seed_dir = target.seed_dir(seed)
@@ -356,7 +361,7 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: ClipModel, class_i
 
 
 def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
-    """File name (without suffix) of one evaluation: dataset, inference mode, evaluation settings."""
+    """'synthetic-dorsal_right__default__n10': what was evaluated, and how."""
     return f"{slug(dataset_key.replace('/', '-'))}__{mode or 'default'}__n{n_splits}" + ("_flip" if flip else "")
 
 
@@ -381,7 +386,6 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
         queries = per_query[per_query["mode"] == mode].drop(columns="mode")
         stem = metrics_stem(ds.key, mode, run.profile.protocol.n_splits, cfg.flip_test)
         path = rdir / "metrics" / f"{stem}.json"
-        summary = summarize(rows)
         train = {}
         for s in cfg.seeds if method.trains else []:
             f = rdir / f"seed{s}" / Trainer.SUMMARY
@@ -395,7 +399,7 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
             "model": cfg.name + (f" [{mode}]" if mode else "") + (f" {{{run.variant_label}}}" if run.variant else ""),
             "variant": run.variant,
             "backbone": clip.name, "weights": weights, "pretrained": clip.pretrained,
-            "weights_sha256": clip.weights_sha256, "quick_gelu": clip.quick_gelu,
+            "weights_sha256": clip.weights_sha256, "quick_gelu": getattr(clip, "quick_gelu", None),
             "dataset": ds.key, "data": ds.description, "real_data": ds.is_real, "aspect": ds.aspect,
             "split_seed": ds.split_seed, "n_splits": run.profile.protocol.n_splits,
             "flip_test": cfg.flip_test, "device": str(run.device), "profile": run.profile.name,
@@ -404,16 +408,8 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
             "identity": record["identity"], "environment": environment(), "invocation": run.invocation,
             "created": record["created"], "evaluated": now(), "train": train,
             "embed_images_per_s": {str(s): ev.images_per_s for (s, m), ev in evals.items() if m == mode},
-            "per_split": rows.to_dict(orient="records"),
-            "summary": {p: {m: {"mean": float(summary.loc[p, ("mean", m)]),
-                                "sd": float(summary.loc[p, ("sd", m)])}
-                            for m in ("rank1", "rank5", "rank10", "mAP")} for p in summary.index},
         }
-        atomic_write_json(path, payload)
-        with atomic_path(path.with_suffix(".csv")) as tmp:
-            rows.to_csv(tmp, index=False)
-        with atomic_path(path.with_name(stem + ".per_query.csv.gz")) as tmp:
-            queries.to_csv(tmp, index=False, compression="gzip")
+        write_metrics(path, payload, rows, queries)
         files[mode] = path
         record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), {
             "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
@@ -422,13 +418,27 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
     return files
 
 
+def write_metrics(path: Path, payload: dict, per_split: pd.DataFrame, per_query: pd.DataFrame) -> None:
+    """A metrics file (payload + per-split rows + their summary) and its .csv / .per_query.csv.gz."""
+    summary = summarize(per_split)
+    payload = {**payload, "per_split": per_split.to_dict(orient="records"),
+               "summary": {p: {m: {"mean": float(summary.loc[p, ("mean", m)]),
+                                   "sd": float(summary.loc[p, ("sd", m)])}
+                               for m in ("rank1", "rank5", "rank10", "mAP")} for p in summary.index}}
+    atomic_write_json(path, payload)
+    with atomic_path(path.with_suffix(".csv")) as tmp:
+        per_split.to_csv(tmp, index=False)
+    with atomic_path(path.with_name(path.stem + ".per_query.csv.gz")) as tmp:
+        per_query.to_csv(tmp, index=False, compression="gzip")
+
 
 def before_training(run, result: ExperimentResult) -> EvalResult:
     """The experiment's backbone as loaded, before any training, on the same evaluation images
     (not recorded as a result: a reference view for figures such as t-SNE before/after)."""
     cfg = result.cfg
-    clip = load_backbone(cfg, run.device)
+    zero_shot = get_method("zero_shot")
+    clip = load_backbone(cfg, run.device, zero_shot)
     ctx = BuildContext(clip, run.device, 0, torch.Generator(device=run.device).manual_seed(0), False)
-    model = get_method("zero_shot").build(cfg, ctx, 0)
+    model = zero_shot.build(cfg, ctx, 0)
     return evaluate_model(model.embed, clip, cfg, result.dataset, run.images, run.device,
                           f"{cfg.backbone.name} before training")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_copy
-from ..backbones.loading import weights_sha256
 from ..config import Profile, display_path, flatten, identity_dict
 from ..data.datasets import HandDataset
 from ..locks import check_unlocked
@@ -33,7 +32,7 @@ def run_identity(exp, ds: HandDataset) -> dict:
     """Everything that changes the trained weights (see clipfh_utils.runs); loads no model."""
     cfg = identity_dict(exp.cfg)
     cfg.pop("name", None)
-    sha = weights_sha256(exp.cfg.backbone.name, exp.cfg.backbone.weights)
+    sha = exp.method.weights_sha256(exp.cfg)
     return {"method": exp.method.name, "config": cfg, "data": ds.identity(),
             "weights_sha256": sha or "random init (seed 0)"}
 

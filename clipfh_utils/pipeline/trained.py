@@ -58,7 +58,7 @@ class TrainedModel:
         seeds = [int(s) for s in self.record.get("seeds", {})] or list(self.cfg.seeds)
         self.seed = seeds[0] if seed is None else seed
         self.device = resolve_device(device)
-        self.clip = load_backbone(self.cfg, self.device)
+        self.clip = load_backbone(self.cfg, self.device, self.method)
         ctx = BuildContext(self.clip, self.device, self.seed,
                            torch.Generator(device=self.device).manual_seed(self.seed),
                            self.cfg.amp and self.device.type == "cuda")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ...backbones.features import embed_images
+from ...training import optim
 from ...training.augment import DeviceAugment
 from ...training.data import TrainData, validation_metrics
 from ...training.losses import symmetric_supcon, weighted_total
@@ -74,30 +75,16 @@ def prompt_phase(cfg: ClipReidCfg, model: ClipReid, data: TrainData, ctx: BuildC
 
 
 def param_groups(cfg: ClipReidCfg, model: ClipReid) -> list[dict]:
-    """One group per kind of module and per weights/biases, each with its configured lr.
-
-    As CLIP-ReID's make_optimizer: a parameter whose name contains "bias" trains at
-    lr x bias_lr_factor with weight_decay_bias; frozen parameters (BNNeck biases) are left out.
-    """
+    """One group per kind of module and per weights/biases, each with its configured lr
+    (CLIP-ReID's make_optimizer: biases at lr x bias_lr_factor with weight_decay_bias)."""
     ft = cfg.finetune
-    kinds = [("image_encoder", model.image.backbone, ft.lr, ft.weight_decay),
+    kinds = [("image_encoder", [model.image.backbone], ft.lr, ft.weight_decay),
              ("heads", [model.image.head, model.image.head_proj], ft.head_lr or ft.lr, ft.weight_decay)]
     if model.center is not None:
-        kinds.append(("center", model.center, ft.center_lr, 0.0))
+        kinds.append(("center", [model.center], ft.center_lr, 0.0))  # no biases: weight_decay_bias unused
     if ft.train_text_encoder:
-        kinds.append(("text_encoder", model.text, ft.text_lr, ft.weight_decay))
-    groups = []
-    for name, modules, lr, wd in kinds:
-        modules = modules if isinstance(modules, list) else [modules]
-        named = [(n, p) for m in modules for n, p in m.named_parameters() if p.requires_grad]
-        weights = [p for n, p in named if "bias" not in n]
-        biases = [p for n, p in named if "bias" in n]
-        wd_bias = 0.0 if name == "center" else ft.weight_decay_bias
-        for suffix, params, glr, gwd in (("", weights, lr, wd), ("_bias", biases, lr * ft.bias_lr_factor, wd_bias)):
-            if params:
-                groups.append({"name": name + suffix, "params": params, "base_lr": glr, "lr": glr,
-                               "weight_decay": gwd})
-    return groups
+        kinds.append(("text_encoder", [model.text], ft.text_lr, ft.weight_decay))
+    return optim.param_groups(kinds, ft.bias_lr_factor, ft.weight_decay_bias)
 
 
 def finetune_loss(model: ClipReid, cfg: ClipReidCfg, text_features: torch.Tensor | None,
