@@ -40,7 +40,7 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
 from ..training.weights import store_half_if_exact
-from .run_state import RunTarget, disk_need, plan_run, run_identity
+from .run_state import RunTarget, disk_need, plan_run, run_identity  # noqa: F401 (run_identity, run_name: re-exported)
 
 STAGE1 = "stage1"
 
