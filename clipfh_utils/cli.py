@@ -156,8 +156,9 @@ def _clean(a: argparse.Namespace) -> None:
     elif a.remove:
         print(f"removed {len(items)} item(s), {size_text(remove(items))} freed")
     else:
-        print(f"{len(items)} item(s), {total}: remove them with `python -m clipfh_utils clean --remove`"
-              + (f" --profile {a.profile}" if a.profile != "demo" else "") + (f" --run-dir {a.run_dir}" if a.run_dir else ""))
+        command = " ".join(["python -m clipfh_utils clean --remove", *(["--profile", a.profile] if a.profile != "demo" else []),
+                            *(["--run-dir", a.run_dir] if a.run_dir else []), *(x for p in a.param for x in ("-p", p))])
+        print(f"{len(items)} item(s), {total}: remove them with `{command}`")
 
 
 def main(argv: list[str] | None = None) -> int:

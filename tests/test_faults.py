@@ -32,10 +32,10 @@ import torch
 
 from clipfh_utils.atomic import DiskFullError, atomic_write_json, require_free_space
 from clipfh_utils.cli import main
-from clipfh_utils.config import ConfigError, load_profile
+from clipfh_utils.config import load_profile
 from clipfh_utils.data import image_cache
 from clipfh_utils.data.datasets import prepare_dataset
-from clipfh_utils.locks import LOCK_FILE, LockedError, RunLock, check_unlocked
+from clipfh_utils.locks import LOCK_FILE, LockedError, RunLock
 from clipfh_utils.pipeline import load_run, open_run
 from clipfh_utils.pipeline import runner
 from clipfh_utils.pipeline.experiments import resolve_experiments
@@ -607,7 +607,7 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     for needle in (f"run no invocation refers to: {orphan}", f"checkpoint of a finished seed: {out / 'runs' / a}",
                    "partial notebook of a failed run", f"temp file of an interrupted write: {tmp}",
                    "decode cache (rebuilt when needed)", f"kept  {out / 'runs' / b}: unfinished (seed0)",
-                   "5 item(s)", "clean --remove"):
+                   "5 item(s), ", f"`python -m clipfh_utils clean --remove --run-dir {out} -p data.cache_dir={cache}`"):
         assert needle in listing, needle
     assert main([*argv, "--remove"]) == 0
     assert "removed 5 item(s)" in capsys.readouterr().out

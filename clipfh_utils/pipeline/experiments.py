@@ -35,12 +35,12 @@ from ..evaluation import FeatureBank, evaluate_protocol, summarize
 from ..locks import RunLock
 from ..methods import Backbone, BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
-from ..runs import read_run, record_entry, relpath, run_name, slug, write_run, now
+from ..runs import read_run, record_entry, relpath, run_name, slug, write_run, now  # noqa: F401 (run_name: re-exported)
 from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
 from ..training.weights import store_half_if_exact
-from .run_state import RunTarget, disk_need, plan_run, run_identity
+from .run_state import RunTarget, disk_need, plan_run, run_identity  # noqa: F401 (run_identity: re-exported)
 
 STAGE1 = "stage1"
 
@@ -295,8 +295,8 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     """
     ds = ds or run.dataset
     ds.require_images()
-    cfg, profile = exp.cfg, run.profile
-    clip0 = load_backbone(cfg, run.device, exp.method)
+    profile = run.profile
+    clip0 = load_backbone(exp.cfg, run.device, exp.method)
     class_ids = sorted({r.person_id for r in ds.protocol().train}, key=int)
     exp.check_data(len(class_ids))
     target = plan_run(run.run_dir, profile, exp, ds)

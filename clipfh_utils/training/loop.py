@@ -8,7 +8,8 @@ one; a new method writes its phases and reuses everything below.
 
 What the loop does for every phase, read top to bottom in `Trainer._run_phase`:
 autocast, optional `torch.compile`, per-step and per-epoch JSON-lines logs, an atomic checkpoint
-after every epoch (weights, optimiser, sampler, RNG: `resume` continues bit for bit), a stop on
+after every epoch (weights, optimiser, sampler, RNG: `resume` continues bit for bit; the optimiser's
+group settings, such as its learning rates, come from the config as given now), a stop on
 a NaN/inf loss that names the phase, epoch, step and terms, the validation monitor (training
 identities only), a progress bar, and the final weights and a timing summary at the end.
 
