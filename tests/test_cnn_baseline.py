@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from clipfh_utils.backbones.loading import ClipModel, WeightsMismatchError, WeightsNotFoundError
