@@ -2,24 +2,31 @@
 
 Stage 2: one CLIP-ReID fine-tuning step exactly as training runs it (the method's own phase:
 device augmentation of uint8 images, forward, BNNeck + classifiers, ID + triplet + i2t losses,
-backward, fused Adam; the loop's own `optimizer_step`). Stage 1: feature extraction
+backward, fused Adam; the loop's own `optimizer_step`). Stage 3: one PromptSG step the same way
+(augmentation, image encoder, inversion network, composed prompt through the frozen text tower,
+interaction module, ID + triplet + SupCon, backward, Adam), then both inference modes (composed
+prompt, fixed prompt) as the evaluation runs them. Stage 1: feature extraction
 (normalise + encode_image).
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import torch
 
 from .backbones.features import autocast_for, normalize
-from .backbones.loading import load_clip, resolve_device
+from .backbones.loading import ClipModel, load_clip, resolve_device
 from .config import build
 from .methods import BuildContext
 from .methods.clip_reid.config import ClipReidCfg
 from .methods.clip_reid.model import ClipReid
 from .methods.clip_reid.train import finetune_phase
+from .methods.promptsg import METHOD as PROMPTSG
+from .methods.promptsg.config import PromptSGCfg
+from .methods.promptsg.train import train_phase as promptsg_phase
 from .training.data import TrainData
-from .training.loop import optimizer_step
+from .training.loop import Phase, optimizer_step
 from .training.sampler import PKSampler
 
 
@@ -28,46 +35,10 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def bench(stage: int = 2, backbone: str = "ViT-B-16", batch: int = 64, steps: int = 30,
-          warmup: int = 5, image_size: int = 224, device: str = "auto", amp: bool = True,
-          compile: bool = False, n_classes: int = 72, compile_mode: str = "default",
-          last_stride: int = 2) -> dict:
-    dev = resolve_device(device)
-    torch.manual_seed(0)
-    clip = load_clip(backbone, None, dev, (image_size, image_size), last_stride=last_stride)
-    images = torch.randint(0, 256, (max(4 * batch, 256), 3, image_size, image_size),
-                           dtype=torch.uint8, device=dev)
-    amp = amp and dev.type == "cuda"
+def _timed(step: Callable[[int], None], warmup: int, steps: int, batch: int, dev: torch.device) -> dict:
+    """images/s of `steps` calls after `warmup` calls, and the peak device memory of the part."""
     if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(dev)
-    if stage == 2:
-        k = 4
-        cfg = build(ClipReidCfg, {"name": "bench", "amp": amp, "compile": compile, "compile_mode": compile_mode,
-                                  "finetune": {"p": batch // k, "k": k}}, "bench")
-        labels = torch.arange(images.shape[0], device=dev) % n_classes
-        data = TrainData(images, labels, [str(i) for i in range(n_classes)])
-        ctx = BuildContext(clip, dev, 0, torch.Generator(device=dev).manual_seed(0), amp)
-        model = ClipReid(cfg, clip, n_classes)
-        phase = finetune_phase(cfg, model, data, ctx, PKSampler(labels.cpu().tolist(), batch // k, k))
-        model.image.train()
-        loss_fn = torch.compile(phase.loss, mode=compile_mode) if compile else phase.loss
-        batch_idx = phase.batches()
-
-        def step(i: int) -> None:
-            optimizer_step(loss_fn, phase.optimizer, phase.inputs(batch_idx[i % len(batch_idx)]),
-                           phase.terms, dev, amp)
-    elif stage == 1:
-        encode = torch.compile(clip.model.encode_image) if compile else clip.model.encode_image
-
-        @torch.inference_mode()
-        def step(i: int) -> None:
-            s = (i * batch) % (images.shape[0] - batch + 1)
-            with autocast_for(dev, amp):
-                encode(normalize(images[s:s + batch], clip.mean, clip.std))
-    else:
-        raise ValueError("stage must be 1 or 2")
     t0 = time.perf_counter()
     for i in range(warmup):
         step(i)
@@ -78,10 +49,83 @@ def bench(stage: int = 2, backbone: str = "ViT-B-16", batch: int = 64, steps: in
         step(i)
     _sync(dev)
     sec = time.perf_counter() - t0
+    return {"images_per_s": steps * batch / sec, "warmup_s": warm_s,
+            "peak_mem_gib": (torch.cuda.max_memory_allocated(dev) / 2**30) if dev.type == "cuda" else None}
+
+
+def _train_step(phase: Phase, dev: torch.device, amp: bool, compile: bool, compile_mode: str
+                ) -> Callable[[int], None]:
+    """One training step of `phase` exactly as the loop runs it."""
+    loss_fn = torch.compile(phase.loss, mode=compile_mode) if compile else phase.loss
+    if phase.start is not None:
+        phase.start()
+    batch_idx = phase.batches()
+
+    def step(i: int) -> None:
+        optimizer_step(loss_fn, phase.optimizer, phase.inputs(batch_idx[i % len(batch_idx)]),
+                       phase.terms, dev, amp)
+    return step
+
+
+def _embed_step(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, clip: ClipModel,
+                batch: int, dev: torch.device, amp: bool) -> Callable[[int], None]:
+    """Normalise + embed one batch, as `embed_images` does during evaluation."""
+    @torch.inference_mode()
+    def step(i: int) -> None:
+        s = (i * batch) % (images.shape[0] - batch + 1)
+        with autocast_for(dev, amp):
+            fn(normalize(images[s:s + batch], clip.mean, clip.std))
+    return step
+
+
+def bench(stage: int = 2, backbone: str = "ViT-B-16", batch: int = 64, steps: int = 30,
+          warmup: int = 5, image_size: int = 224, device: str = "auto", amp: bool = True,
+          compile: bool = False, n_classes: int = 72, compile_mode: str = "default",
+          last_stride: int = 2, infer_batch: int = 256) -> dict:
+    """Stage 1 / 2 / 3 throughput. Stage 3 also times its two inference modes at `infer_batch`
+    (result["inference"][mode]: images/s, peak memory)."""
+    if stage not in (1, 2, 3):
+        raise ValueError("stage must be 1, 2 or 3")
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    clip = load_clip(backbone, None, dev, (image_size, image_size), last_stride=last_stride)
+    images = torch.randint(0, 256, (max(4 * batch, infer_batch if stage == 3 else 0, 256), 3, image_size,
+                                    image_size), dtype=torch.uint8, device=dev)
+    amp = amp and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    labels = torch.arange(images.shape[0], device=dev) % n_classes
+    data = TrainData(images, labels, [str(i) for i in range(n_classes)])
+    ctx = BuildContext(clip, dev, 0, torch.Generator(device=dev).manual_seed(0), amp)
+    k = 4
+    sampler = PKSampler(labels.cpu().tolist(), batch // k, k)
+    inference = {}
+    if stage == 2:
+        cfg = build(ClipReidCfg, {"name": "bench", "amp": amp, "compile": compile, "compile_mode": compile_mode,
+                                  "finetune": {"p": batch // k, "k": k}}, "bench")
+        model = ClipReid(cfg, clip, n_classes)
+        phase = finetune_phase(cfg, model, data, ctx, sampler)
+        model.image.train()
+        step = _train_step(phase, dev, amp, compile, compile_mode)
+    elif stage == 3:
+        cfg = build(PromptSGCfg, {"name": "bench", "amp": amp, "compile": compile, "compile_mode": compile_mode,
+                                  "optim": {"p": batch // k, "k": k}}, "bench")
+        model = PROMPTSG.build(cfg, ctx, n_classes)
+        phase = promptsg_phase(cfg, model, data, ctx, sampler)
+        model.train()
+        step = _train_step(phase, dev, amp, compile, compile_mode)
+    else:
+        encode = torch.compile(clip.model.encode_image) if compile else clip.model.encode_image
+        step = _embed_step(encode, images, clip, batch, dev, amp)
+    res = _timed(step, warmup, steps, batch, dev)
+    if stage == 3:
+        model.eval()
+        for mode, fn in PROMPTSG.embedders(cfg, model).items():
+            inference[mode] = _timed(_embed_step(fn, images, clip, infer_batch, dev, amp), warmup, steps,
+                                     infer_batch, dev)
     return {"stage": stage, "backbone": backbone, "device": str(dev),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "batch": batch, "image_size": image_size, "amp_bf16": amp, "compile": compile and compile_mode,
-            "last_stride": last_stride, "steps": steps, "images_per_s": steps * batch / sec,
-            "warmup_s": warm_s,
-            "peak_mem_gib": (torch.cuda.max_memory_allocated(dev) / 2**30) if dev.type == "cuda" else None,
-            "torch": torch.__version__}
+            "last_stride": last_stride, "steps": steps, **res, "torch": torch.__version__,
+            **({"infer_batch": infer_batch, "inference": inference} if stage == 3 else {})}

@@ -22,6 +22,19 @@ def test_bench_runs_on_cpu_and_reports_throughput(capsys):
                  "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "16"]) == 0
 
 
+def test_bench_stage3_times_training_and_both_inference_modes(capsys):
+    assert main(["bench", "--stage", "3", "--backbone", "tiny-vit", "--image-size", "64", "--device", "cpu",
+                 "--steps", "2", "--warmup", "1", "--batch", "8", "--infer-batch", "16"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out[:out.index("\n}") + 2])
+    assert res["stage"] == 3 and res["images_per_s"] > 0 and res["infer_batch"] == 16
+    assert set(res["inference"]) == {"composed", "fixed"}
+    assert all(r["images_per_s"] > 0 and r["peak_mem_gib"] is None for r in res["inference"].values())
+    for label in ("training", "inference [composed]", "inference [fixed]"):
+        assert f"tiny-vit stage 3 {label}: " in out
+    assert "(batch 16, 64px, fp32, eager)" in out and "(batch 8, 64px, fp32, eager)" in out
+
+
 def test_splits_command_writes_all_aspects(tmp_path, capsys):
     assert main(["splits", "--profile", "full", "-p", f"data.splits_dir={tmp_path}",
                  "-p", "protocol.n_splits=2"]) == 0
