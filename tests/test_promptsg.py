@@ -478,3 +478,28 @@ def test_each_ablation_config_changes_one_thing(profile, main, prefix):
         assert keys[0] in changed and changed <= set(keys), (suffix, diff)
     assert exps[prefix + "no_inversion"].cfg.optim.loss_weights["supcon"] == 0
     assert sum(e.stage == "stage3" for e in exps.values()) == len(ABLATIONS) + 1 + (profile == "demo_ablations")
+
+
+def test_pipeline_evaluates_both_modes_and_load_run_gives_the_same_features(tmp_path):
+    """Through the pipeline: one metrics file and comparison line per inference mode, and a finished
+    run reloaded by `load_run` embeds exactly as evaluated, in either mode."""
+    from clipfh_utils.pipeline import load_run, open_run
+    from clipfh_utils.report.results import comparison_table, invocation_metrics
+    fast = ["experiments=[promptsg/stage3_demo_tiny_vit]", "protocol.n_splits=2",
+            "stage3_demo_tiny_vit.optim.epochs=2"]
+    (res,) = open_run("demo", tmp_path / "out", fast).run_stage("stage3", progress=False)
+    assert set(res.metrics_files) == {"composed", "fixed"}
+    assert {p.name for p in res.metrics_files.values()} == {"synthetic-dorsal_right__composed__n2.json",
+                                                           "synthetic-dorsal_right__fixed__n2.json"}
+    table = comparison_table(invocation_metrics(tmp_path / "out"), "clipfh")
+    assert list(table["model"]) == ["stage3_demo_tiny_vit [composed]", "stage3_demo_tiny_vit [fixed]"]
+    assert (table["embed_img_s"] > 0).all() and list(table["mode"]) == ["composed", "fixed"]
+    rows = res.dataset.protocol().queries[0][:4]
+    for mode in ("composed", "fixed"):
+        m = load_run(res.run_name, search=[tmp_path], device="cpu", mode=mode)
+        ev = res.first_eval(mode)
+        x = ev.images[[ev.bank.index[r.image_name] for r in rows]]
+        assert torch.allclose(m.embed(x), ev.bank.take(rows)[0], atol=1e-5)
+    assert load_run(res.run_name, search=[tmp_path], device="cpu").mode == "composed"  # the first mode
+    with pytest.raises(ValueError, match="inference mode 'nope': this run's modes are 'composed', 'fixed'"):
+        load_run(res.run_name, search=[tmp_path], device="cpu", mode="nope")
