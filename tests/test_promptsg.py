@@ -106,7 +106,8 @@ def test_the_pseudo_token_is_in_the_prompt_and_comes_from_the_image(backbone):
     assert (prompts - fixed).norm(dim=1).min() > 1e-4
     # BatchNorm initialised at the token-embedding table's scale: the pseudo-word starts word-sized
     table = model.clip.model.token_embedding.weight
-    assert torch.allclose(model.inversion.bn.weight, table.std(0)) and torch.allclose(model.inversion.bn.bias, table.mean(0))
+    assert torch.allclose(model.inversion.bn.weight, table.std(0))
+    assert torch.allclose(model.inversion.bn.bias, table.mean(0))
 
 
 def test_inversion_network_is_a_three_layer_mlp_with_batchnorm_last():
@@ -196,22 +197,49 @@ def test_interaction_attends_over_every_patch(blocks):
         assert not torch.allclose(mod(q2, tokens)[1][0], attn[0])  # the map depends on the prompt
 
 
+def cross_attention_by_hand(mod, q, tokens):
+    """Multi-head attention of one (pre-normed) query over the (pre-normed) tokens, written out:
+    per head softmax(q k^T / sqrt(d)) v, concatenated, output projection; the map averaged over heads."""
+    a = mod.cross
+    e, h = q.shape[1], a.num_heads
+    d = e // h
+    wq, wk, wv = a.in_proj_weight.split(e)
+    bq, bk, bv = a.in_proj_bias.split(e)
+    qn = F.layer_norm(q, (e,), mod.ln_q.weight, mod.ln_q.bias)
+    kn = F.layer_norm(tokens, (e,), mod.ln_kv.weight, mod.ln_kv.bias)
+    outs, maps = [], []
+    for b in range(len(q)):
+        heads, weights = [], []
+        for i in range(h):
+            sl = slice(i * d, (i + 1) * d)
+            qi = qn[b] @ wq[sl].T + bq[sl]
+            ki, vi = kn[b] @ wk[sl].T + bk[sl], kn[b] @ wv[sl].T + bv[sl]
+            w = torch.softmax(ki @ qi / math.sqrt(d), 0)
+            heads.append(w @ vi)
+            weights.append(w)
+        outs.append(a.out_proj(torch.cat(heads)))
+        maps.append(torch.stack(weights).mean(0))
+    return torch.stack(outs), torch.stack(maps)
+
+
 def test_interaction_reweighting_formulas_by_hand():
-    """With no blocks, the patches reach nothing: the output is query + attention output (pre-norm,
-    then the final LayerNorm); the re-weighted tokens are checked through one identity block."""
+    """With no blocks the output is LayerNorm(query + cross-attention output); the map is the
+    head-averaged softmax over the patches; the re-weighted tokens reach the blocks (seen through
+    one identity block)."""
     torch.manual_seed(0)
     q, tokens = torch.randn(2, 8), torch.randn(2, 5, 8)
-    for rule, weight in (("scale", lambda a: 5 * a), ("residual", lambda a: 1 + 5 * a), ("none", lambda a: 1 + 0 * a)):
+    rules = (("scale", lambda a: 5 * a), ("residual", lambda a: 1 + 5 * a), ("none", lambda a: 1 + 0 * a))
+    for rule, weight in rules:
         mod = Interaction(InteractionCfg(blocks=0, heads=2, reweight=rule), 8).eval()
         seen = {}
         mod.blocks.append(torch.nn.Identity())
         mod.blocks[0].register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
         with torch.no_grad():
             out, attn = mod(q, tokens)
-            kv = mod.ln_kv(tokens)
-            ref_att, _ = mod.cross(mod.ln_q(q[:, None]), kv, kv)
-        assert torch.allclose(out, mod.ln_out(q + ref_att[:, 0]), atol=1e-6)
-        assert torch.allclose(seen["x"][:, 1:], tokens * weight(attn)[..., None], atol=1e-6), rule
+            ref_out, ref_map = cross_attention_by_hand(mod, q, tokens)
+        assert torch.allclose(attn, ref_map, atol=1e-6)
+        assert torch.allclose(out, F.layer_norm(q + ref_out, (8,), mod.ln_out.weight, mod.ln_out.bias), atol=1e-5)
+        assert torch.allclose(seen["x"][:, 1:], tokens * weight(ref_map)[..., None], atol=1e-6), rule
 
 
 def test_global_token_in_keys_keeps_the_patch_map_a_distribution():
