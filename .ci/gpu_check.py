@@ -83,7 +83,8 @@ for backbone in ("tiny-vit", "tiny-rn"):
     finite = bool(torch.isfinite(torch.tensor(log[["total", "supcon"]].values)).all())
     same = all(torch.allclose(feats[0][m], feats[1][m], atol=1e-3) for m in feats[0])
     print(f"[4] tiny PromptSG {backbone} on CUDA, bf16, compiled: {len(log)} logged steps, finite={finite}, "
-          f"monitor {epochs['val_mAP'].dropna().round(1).tolist()}, modes {sorted(feats[0])}, reload identical={same}")
+          f"monitor {epochs['val_mAP'].dropna().round(1).tolist()}, modes {sorted(feats[0])}, "
+          f"reload identical={same}")
     ok &= finite and same and sorted(feats[0]) == ["composed", "fixed"]
 print("GPU CHECKS", "PASSED" if ok else "FAILED")
 sys.exit(0 if ok else 1)
