@@ -75,7 +75,9 @@ def _run(a: argparse.Namespace) -> int:
                                           for mode, r in res.get("inference", {}).items()]
         for label, r, batch in lines:
             mem = f", peak memory {r['peak_mem_gib']:.2f} GiB" if r["peak_mem_gib"] else ""
-            print(f"{res['backbone']} stage {a.stage} {label}: {r['images_per_s']:.0f} img/s on "
+            ips = r["images_per_s"]
+            rate = f"{ips:.0f}" if ips >= 10 else f"{ips:.2f}"  # a big model on a CPU: below 1 img/s
+            print(f"{res['backbone']} stage {a.stage} {label}: {rate} img/s on "
                   f"{res['device_name']} (batch {batch}, {a.image_size}px, {prec}{comp}{mem})")
     elif a.cmd == "splits":
         from .config import load_profile
