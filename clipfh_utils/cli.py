@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--remove", action="store_true", help="remove what is listed")
 
     b = sub.add_parser("bench", help="training / embedding throughput on this device")
-    b.add_argument("--stage", type=int, default=2, choices=[1, 2])
+    b.add_argument("--stage", type=int, default=2, choices=[1, 2, 3],
+                   help="1: embedding; 2: CLIP-ReID training; 3: PromptSG training + both inference modes")
     b.add_argument("--backbone", default="ViT-B-16")
     b.add_argument("--batch", type=int, default=64)
     b.add_argument("--steps", type=int, default=30)
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="time the first steps of N-1 further fresh models (no recompilation expected)")
     b.add_argument("--compile-opt", action="store_true", help="also compile the optimiser step")
     b.add_argument("--channels-last", action="store_true", help="ResNet in NHWC layout (CUDA)")
+    b.add_argument("--infer-batch", type=int, default=256, help="stage 3: batch of the inference modes")
 
     s = sub.add_parser("splits", help="write the split lists of all four aspects for a profile")
     s.add_argument("--profile", default="full")
@@ -112,16 +114,23 @@ def _run(a: argparse.Namespace) -> int:
         from .bench import bench
         res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,
                     not a.no_amp, a.compile, compile_mode=a.compile_mode, last_stride=a.last_stride,
-                    seeds=a.seeds, compile_optimizer=a.compile_opt, channels_last=a.channels_last)
+                    seeds=a.seeds, compile_optimizer=a.compile_opt, channels_last=a.channels_last,
+                    infer_batch=a.infer_batch)
         print(json.dumps(res, indent=2))
-        what = "training" if a.stage == 2 else "embedding"
-        mem = f", peak memory {res['peak_mem_gib']:.2f} GiB" if res["peak_mem_gib"] else ""
+        what = "embedding" if a.stage == 1 else "training"
         comp = f", compiled ({a.compile_mode})" if a.compile else ", eager"
         prec = "bf16 autocast" if res["amp_bf16"] else "fp32"
-        later = "".join(f"; seed {x['seed']} first steps {x['first_steps_img_s']:.0f} img/s"
-                        for x in res["later_seeds"])
-        print(f"{res['backbone']} stage {a.stage} {what}: {res['images_per_s']:.0f} img/s on "
-              f"{res['device_name']} (batch {a.batch}, {a.image_size}px, {prec}{comp}{mem}){later}")
+        lines = [(what, res, a.batch)] + [(f"inference [{mode}]", r, a.infer_batch)
+                                          for mode, r in res.get("inference", {}).items()]
+        for label, r, batch in lines:
+            mem = f", peak memory {r['peak_mem_gib']:.2f} GiB" if r["peak_mem_gib"] else ""
+            ips = r["images_per_s"]
+            rate = f"{ips:.0f}" if ips >= 10 else f"{ips:.2f}"  # a big model on a CPU: below 1 img/s
+            print(f"{res['backbone']} stage {a.stage} {label}: {rate} img/s on "
+                  f"{res['device_name']} (batch {batch}, {a.image_size}px, {prec}{comp}{mem})")
+        for x in res["later_seeds"]:
+            print(f"{res['backbone']} stage {a.stage} {what}, seed {x['seed']} (fresh model, no warm-up): "
+                  f"{x['first_steps_img_s']:.0f} img/s over its first {a.steps} steps")
     elif a.cmd == "splits":
         from .config import load_profile
         from .data.datasets import prepare_dataset, write_all_splits

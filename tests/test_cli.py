@@ -23,9 +23,22 @@ def test_bench_runs_on_cpu_and_reports_throughput(capsys):
     out = capsys.readouterr().out
     res = json.loads(out[:out.rindex("}") + 1])
     assert res["last_stride"] == 1 and [x["seed"] for x in res["later_seeds"]] == [1]
-    assert res["later_seeds"][0]["first_steps_img_s"] > 0 and "seed 1 first steps" in out
+    assert res["later_seeds"][0]["first_steps_img_s"] > 0 and "seed 1 (fresh model, no warm-up)" in out
     assert main(["bench", "--stage", "1", "--backbone", "tiny-rn", "--image-size", "64",
                  "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch", "16"]) == 0
+
+
+def test_bench_stage3_times_training_and_both_inference_modes(capsys):
+    assert main(["bench", "--stage", "3", "--backbone", "tiny-vit", "--image-size", "64", "--device", "cpu",
+                 "--steps", "2", "--warmup", "1", "--batch", "8", "--infer-batch", "16"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out[:out.index("\n}") + 2])
+    assert res["stage"] == 3 and res["images_per_s"] > 0 and res["infer_batch"] == 16
+    assert set(res["inference"]) == {"composed", "fixed"}
+    assert all(r["images_per_s"] > 0 and r["peak_mem_gib"] is None for r in res["inference"].values())
+    for label in ("training", "inference [composed]", "inference [fixed]"):
+        assert f"tiny-vit stage 3 {label}: " in out
+    assert "(batch 16, 64px, fp32, eager)" in out and "(batch 8, 64px, fp32, eager)" in out
 
 
 def test_splits_command_writes_all_aspects(tmp_path, capsys):

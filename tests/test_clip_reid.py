@@ -21,7 +21,7 @@ from clipfh_utils.training.loop import NonFiniteLossError, Trainer, load_log, op
 from clipfh_utils.training.sampler import PKSampler
 from clipfh_utils.training.schedules import warmup_multistep
 
-from .test_training_parts import smoothed_ce_by_hand, supcon_by_hand
+from .test_training_parts import smoothed_ce_by_hand, supcon_by_hand, triplet_by_hand
 
 CPU = torch.device("cpu")
 
@@ -69,16 +69,7 @@ def test_reid_terms_hand_computed():
     cfg = tiny_cfg()
     terms = reid_terms(ReIDOutput(feats, logits), y, text, cfg, None)
 
-    def triplet_brute(f, margin=0.3):
-        total = 0.0
-        for i in range(len(f)):
-            d = [float((f[i] - f[j]).norm()) for j in range(len(f))]
-            pos = max(d[j] for j in range(len(f)) if y[j] == y[i])
-            neg = min(d[j] for j in range(len(f)) if y[j] != y[i])
-            total += max(0.0, pos - neg + margin)
-        return total / len(f)
-
-    assert terms["triplet"].item() == pytest.approx(sum(triplet_brute(f) for f in feats), abs=1e-4)
+    assert terms["triplet"].item() == pytest.approx(sum(triplet_by_hand(f, y) for f in feats), abs=1e-4)
     assert terms["id"].item() == pytest.approx(sum(smoothed_ce_by_hand(lg, y, 0.1) for lg in logits), abs=1e-5)
     assert terms["i2t"].item() == pytest.approx(smoothed_ce_by_hand(feats[2] @ text.T, y, 0.1), abs=1e-5)
 

@@ -64,7 +64,8 @@ def test_demo_metrics_say_what_produced_them(demo_run):
     metrics = invocation_metrics(out)
     assert {(m["stage"], m["experiment"]) for m in metrics} == {
         ("stage1", "zero_shot_tiny-vit"), ("stage1", "zero_shot_tiny-rn"),
-        ("stage2", "demo_tiny_vit"), ("stage2", "demo_tiny_rn")}
+        ("stage2", "demo_tiny_vit"), ("stage2", "demo_tiny_rn"), ("stage3", "stage3_demo_tiny_vit")}
+    assert {m["mode"] for m in metrics if m["stage"] == "stage3"} == {"composed", "fixed"}
     for m in metrics:
         assert m["real_data"] is False and m["pretrained"] is False
         assert "SYNTHETIC" in m["data"] and "random init" in m["weights"]
@@ -80,10 +81,11 @@ def test_demo_metrics_say_what_produced_them(demo_run):
         assert "seeds" not in ident["config"] and "n_splits" not in json.dumps(ident)
         run_dir = out / "runs" / m["run"]
         assert json.loads((run_dir / "run.json").read_text())["identity"] == ident
-        per_query = run_dir / "metrics" / "synthetic-dorsal_right__default__n10.per_query.csv.gz"
+        per_query = run_dir / "metrics" / f"synthetic-dorsal_right__{m['mode'] or 'default'}__n10.per_query.csv.gz"
         assert per_query.exists()
-    trained = [m for m in metrics if m["stage"] == "stage2"]
+    trained = [m for m in metrics if m["stage"] in ("stage2", "stage3")]
     assert all(m["train"] and all(t["images_per_s"] > 0 for t in m["train"].values()) for m in trained)
+    assert all(v > 0 for m in metrics for v in m["embed_images_per_s"].values())
 
 
 @pytest.mark.slow
@@ -93,6 +95,16 @@ def test_demo_stage2_beats_stage1_by_20_map_points(demo_run, backbone, stage2):
     out, _ = demo_run
     t = comparison_table(invocation_metrics(out), "clipfh").set_index("model")
     assert t.loc[stage2, "mAP_mean"] >= t.loc[backbone, "mAP_mean"] + 20, t[["mAP_mean"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["composed", "fixed"])
+def test_demo_stage3_beats_stage1_by_20_map_points(demo_run, mode):
+    """PromptSG on the tiny ViT, in both inference modes, against the same backbone zero-shot."""
+    out, _ = demo_run
+    t = comparison_table(invocation_metrics(out), "clipfh").set_index("model")
+    assert t.loc[f"stage3_demo_tiny_vit [{mode}]", "mAP_mean"] >= t.loc["zero_shot_tiny-vit", "mAP_mean"] + 20, \
+        t[["mAP_mean"]]
 
 
 @pytest.mark.slow
@@ -142,7 +154,7 @@ def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch
     run = open_run("full", tmp_path, [f"data.images_dir={tmp_path / 'Hands'}", "device=cpu"])
     (tmp_path / "Hands").mkdir()
     monkeypatch.setattr(base, "load_clip", lambda *a, **k: pytest.fail("model loaded first"))
-    for stage in ("stage1", "stage2"):
+    for stage in ("stage1", "stage2", "stage3"):
         with pytest.raises(MissingImagesError, match=r"(\d+) of \1 images missing .*first: Hand_"):
             run.run_stage(stage)
 

@@ -48,6 +48,17 @@ def test_triplet_loss_hand_computed():
     assert triplet_loss(x, y, 0.3).item() == pytest.approx(expected, abs=1e-5)
 
 
+def triplet_by_hand(f, y, margin=0.3):
+    """Batch-hard triplet in plain Python: per anchor, farthest positive vs nearest negative."""
+    total = 0.0
+    for i in range(len(f)):
+        d = [float((f[i] - f[j]).norm()) for j in range(len(f))]
+        pos = max(d[j] for j in range(len(f)) if y[j] == y[i])
+        neg = min(d[j] for j in range(len(f)) if y[j] != y[i])
+        total += max(0.0, pos - neg + margin)
+    return total / len(f)
+
+
 def supcon_by_hand(a, c, la, lc, t=1.0):
     total = 0.0
     for i in range(len(a)):

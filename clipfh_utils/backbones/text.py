@@ -29,9 +29,14 @@ class TextEncoder(nn.Module):
         self.register_buffer("attn_mask", clip_model.attn_mask, persistent=False)
 
     def forward(self, embeds: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        """(B, L, W) token embeddings + (B, L) token ids -> (B, E) text features."""
-        x = embeds + self.positional_embedding.to(embeds.dtype)
-        x = self.transformer(x, attn_mask=self.attn_mask)
+        """(B, L, W) token embeddings + (B, L) token ids -> (B, E) text features.
+
+        L may be shorter than the context length (a sequence cut after its EOT token): the
+        positions and the causal mask are cut to match, which leaves the EOT feature unchanged.
+        """
+        n = embeds.shape[1]
+        x = embeds + self.positional_embedding[:n].to(embeds.dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask[:n, :n])
         x = self.ln_final(x)
         eot = token_ids.argmax(-1)  # the EOT token has the largest id in CLIP's vocabulary
         x = x[torch.arange(x.shape[0], device=x.device), eot]
@@ -45,11 +50,16 @@ class PromptTemplate(nn.Module):
 
     "A photo of a X X X X hand." with n = 4 (CLIP-ReID), "A photo of a X hand." with n = 1
     (PromptSG). `forward(words)` returns the token embeddings with `words` (B, n, W) spliced in.
+    With `truncate`, the sequence ends at its EOT token: under the causal mask nothing after it
+    reaches the EOT feature, so the text feature is the same at a fraction of the cost.
     """
 
-    def __init__(self, clip: ClipModel, template: str, n: int, placeholder: str = "X"):
+    def __init__(self, clip: ClipModel, template: str, n: int, placeholder: str = "X",
+                 truncate: bool = False):
         super().__init__()
         tokens = clip.tokenizer([template])                       # (1, L)
+        if truncate:
+            tokens = tokens[:, :int(tokens[0].argmax()) + 1]      # EOT has the largest id
         ph = clip.tokenizer([placeholder])[0]
         if int((ph > 0).sum()) != 3:
             raise ValueError(f"placeholder {placeholder!r} must be a single token")

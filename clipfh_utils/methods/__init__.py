@@ -1,7 +1,8 @@
 """Methods: each a folder (or any importable module) exposing `METHOD`, found by name here.
 
-Built in: `zero_shot` (Stage 1), `clip_reid` (Stage 2), `cnn_baseline` (RQ6's ResNet BoT). A method never imports another method;
-what two methods share lives in `backbones/` or `training/`.
+Built in: `zero_shot` (Stage 1), `clip_reid` (Stage 2), `promptsg` (Stage 3), `cnn_baseline` (RQ6's
+ResNet BoT). A method never imports another method; what two methods share lives in `backbones/` or
+`training/`.
 """
 from __future__ import annotations
 

@@ -70,7 +70,14 @@ class TrainedModel:
                                         f"training (finished seeds: {seeds})")
             load_weights(seed_dir, {"model": self.method.model_state(self.cfg, self.model)})
         self.model.eval()
-        self.embedder = self.method.embedders(self.cfg, self.model)[mode]
+        embedders = self.method.embedders(self.cfg, self.model)
+        if mode not in embedders and mode == "":
+            mode = next(iter(embedders))  # the method's first inference mode
+        if mode not in embedders:
+            raise ValueError(f"inference mode '{mode}': this run's modes are "
+                             f"{', '.join(repr(m) for m in embedders)}")
+        self.mode = mode
+        self.embedder = embedders[mode]
 
     @property
     def name(self) -> str:
@@ -93,5 +100,6 @@ class TrainedModel:
 
 def load_run(name_or_path: str | Path, seed: int | None = None, device: str = "auto", mode: str = "",
              search: Sequence[Path] = (REPO_ROOT / "outputs",)) -> TrainedModel:
-    """A finished run by name (found under outputs/*/runs/) or by folder path."""
+    """A finished run by name (found under outputs/*/runs/) or by folder path; `mode` picks an
+    inference mode ("composed" / "fixed" for PromptSG; "" = the method's first)."""
     return TrainedModel(find_run(name_or_path, list(search)), seed, device, mode)

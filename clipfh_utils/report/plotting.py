@@ -196,3 +196,31 @@ def comparison_bars(table: pd.DataFrame, metric: str = "mAP", title: str = ""):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def attention_overlay(images: torch.Tensor, maps, titles: Sequence[str], title: str = ""):
+    """Attention maps over the patch grid drawn on their images (upsampled, bilinear).
+
+    `images` uint8 (N, 3, H, W); `maps` (N, h, w), or a mapping label -> (N, h, w) drawn as one
+    row per label (e.g. the composed and the fixed prompt); `titles` one per image.
+    """
+    rows = dict(maps) if isinstance(maps, dict) else {"": maps}
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.9 * n, 2.0 * len(rows)), squeeze=False)
+    for r, (label, m) in enumerate(rows.items()):
+        m = torch.as_tensor(m).float().cpu()
+        for c in range(n):
+            ax = axes[r, c]
+            h, w = images[c].shape[1:]
+            ax.imshow(_to_img(images[c]))
+            ax.imshow(m[c].numpy(), cmap="jet", alpha=0.45, extent=(0, w, h, 0), interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+            if c == 0 and label:
+                ax.set_ylabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

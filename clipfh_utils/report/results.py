@@ -60,13 +60,16 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh") -> pd.DataFr
             continue
         s = summarize(per)
         train = m.get("train") or {}
-        row = {"stage": m["stage"], "model": m["model"], "method": m.get("method_title", m["method"]),
+        row = {"stage": m["stage"], "model": m["model"], "mode": m.get("mode", ""),
+               "method": m.get("method_title", m["method"]),
                "backbone": m["backbone"], "run": m["run"], "dataset": m["dataset"]}
         row.update(format_mean_sd(s).iloc[0].to_dict())
         for metric in METRICS:
             row[f"{metric}_mean"] = float(s[("mean", metric)].iloc[0])
             row[f"{metric}_sd"] = float(s[("sd", metric)].iloc[0])
+        embed = list((m.get("embed_images_per_s") or {}).values())
         row.update({"seeds": len(m["seeds"]), "splits": m["n_splits"],
+                    "embed_img_s": sum(embed) / len(embed) if embed else None,
                     "train_s": sum(t["seconds"] for t in train.values()) if train else None,
                     "train_img_s": (sum(t["images_per_s"] for t in train.values()) / len(train)) if train else None,
                     "data": m.get("data", "?"), "weights": m.get("weights", "?")})

@@ -28,6 +28,16 @@ def warmup_multistep(epoch: int, milestones: Sequence[int], gamma: float = 0.1,
     return factor * gamma ** bisect_right(list(milestones), epoch)
 
 
+def step_decay(epoch: int, step_size: int, gamma: float = 0.1, warmup_epochs: int = 0,
+               warmup_factor: float = 0.1) -> float:
+    """Factor at 1-based `epoch`: x gamma after every `step_size` epochs (PromptSG's "x0.1 every
+    20 epochs", PyTorch's StepLR: epochs 1..step_size at the base rate, the next step_size at
+    gamma, ...), with `warmup_multistep`'s optional linear warm-up.
+    """
+    return warmup_multistep(epoch, range(step_size + 1, epoch + 1, step_size), gamma,
+                            warmup_epochs, warmup_factor)
+
+
 def warmup_cosine(epoch: int, base_lr: float, epochs: int, warmup_epochs: int = 5,
                   warmup_lr: float = 1e-5, min_lr: float = 1e-6) -> float:
     """Absolute lr at 1-based `epoch`: linear warm-up from warmup_lr, then cosine to min_lr.
