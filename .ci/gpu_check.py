@@ -61,7 +61,8 @@ def train_and_reload(method, cfg, backbone):
         return load_log(d), load_log(d, per="epoch"), feats
 
 
-for backbone, mode in (("tiny-vit", "reduce-overhead"), ("tiny-rn", "default")):
+QUICK = "--quick" in sys.argv  # [1] and [2] only: the full-size runs of gpu_study.py train compiled
+for backbone, mode in () if QUICK else (("tiny-vit", "reduce-overhead"), ("tiny-rn", "default")):
     cfg = build(METHOD.config_cls, {
         "name": "gpu", "backbone": {"name": backbone}, "image_size": [64, 64], "amp": True, "compile": True,
         "compile_mode": mode, "prompt": {"epochs": 2, "batch_size": 8},
@@ -74,7 +75,7 @@ for backbone, mode in (("tiny-vit", "reduce-overhead"), ("tiny-rn", "default")):
           f"monitor {epochs['val_mAP'].dropna().round(1).tolist()}, reload identical={same}")
     ok &= finite and same
 
-for backbone in ("tiny-vit", "tiny-rn"):
+for backbone in () if QUICK else ("tiny-vit", "tiny-rn"):
     cfg = build(PROMPTSG.config_cls, {
         "name": "gpu3", "backbone": {"name": backbone}, "image_size": [64, 64], "amp": True, "compile": True,
         "interaction": {"heads": 2}, "optim": {"epochs": 3, "p": 4, "k": 4, "lr": 1e-3, "new_lr": 1e-3,
