@@ -6,6 +6,7 @@ object, so a notebook holds no path or device logic of its own. An invocation gr
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,14 +72,14 @@ class Run:
             self._experiments = resolve_experiments(self.profile, self.profile_source)
         return [e for e in self._experiments if stage is None or e.stage == stage]
 
-    def run_stage(self, stage: str, progress: bool = True) -> list[ExperimentResult]:
-        """Every experiment of `stage` on every dataset of the profile."""
-        return [run_experiment(self, e, ds, progress=progress)
+    def run_stage(self, stage: str, progress: bool | None = None) -> list[ExperimentResult]:
+        """Every experiment of `stage` on every dataset of the profile (progress bars: see `_bars`)."""
+        return [run_experiment(self, e, ds, progress=_bars(progress))
                 for e in self.experiments(stage) for ds in self.datasets]
 
     def run_experiment(self, exp: Experiment, ds: HandDataset | None = None,
-                       progress: bool = True) -> ExperimentResult:
-        return run_experiment(self, exp, ds, progress=progress)
+                       progress: bool | None = None) -> ExperimentResult:
+        return run_experiment(self, exp, ds, progress=_bars(progress))
 
     def banner(self) -> str:
         """Markdown header for reports: the data, and whether numbers mean anything for hands."""
@@ -93,6 +94,12 @@ class Run:
                          + (f"Backbones with random weights: {', '.join(untrained)}. " if untrained else "")
                          + "These numbers only show that the pipeline runs end to end.")
         return "\n\n".join(lines)
+
+
+def _bars(progress: bool | None) -> bool:
+    """Progress bars by default, except in batch runs (the runner sets TQDM_DISABLE): tqdm's
+    notebook bars ignore that variable and would leave widget state in the reports."""
+    return (not os.environ.get("TQDM_DISABLE")) if progress is None else progress
 
 
 def open_run(profile: str | Path = "demo", run_dir: str | Path = "", overrides: list[str] | None = None,
