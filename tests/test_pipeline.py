@@ -1,4 +1,5 @@
 """The workbook end to end: papermill runs of the demo notebooks, reports, metrics, failures."""
+import contextlib
 import json
 import os
 import re
@@ -33,16 +34,39 @@ def test_notebooks_are_committed_clean_and_parameterised(path):
     assert "wb.start(profile, run_dir, overrides, invocation)" in nb.cells[2].source  # one way in
 
 
+@contextlib.contextmanager
+def console_to(path):
+    """Everything written to this process's stdout/stderr file descriptors (and so by the kernels
+    it starts) goes to `path` while the block runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "wb") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo_run")
-    index = run_pipeline("demo", run_dir=out)
-    return out, index
+    console = out.parent / f"{out.name}.console.txt"
+    with console_to(console):
+        index = run_pipeline("demo", run_dir=out)
+    return out, index, console.read_text()
 
 
 @pytest.mark.slow
 def test_demo_run_writes_reports_with_figures_and_index(demo_run):
-    out, index = demo_run
+    out, index, _ = demo_run
     names = load_profile("demo").notebooks
     inv = latest_invocation(out)
     html = index.read_text()
@@ -60,7 +84,7 @@ def test_demo_run_writes_reports_with_figures_and_index(demo_run):
 
 @pytest.mark.slow
 def test_demo_metrics_say_what_produced_them(demo_run):
-    out, _ = demo_run
+    out, _, _ = demo_run
     metrics = invocation_metrics(out)
     assert {(m["stage"], m["experiment"]) for m in metrics} == {
         ("stage1", "zero_shot_tiny-vit"), ("stage1", "zero_shot_tiny-rn"),
@@ -90,9 +114,70 @@ def test_demo_metrics_say_what_produced_them(demo_run):
 @pytest.mark.parametrize("backbone, stage2", [("zero_shot_tiny-vit", "demo_tiny_vit"),
                                               ("zero_shot_tiny-rn", "demo_tiny_rn")])
 def test_demo_stage2_beats_stage1_by_20_map_points(demo_run, backbone, stage2):
-    out, _ = demo_run
+    out, _, _ = demo_run
     t = comparison_table(invocation_metrics(out), "clipfh").set_index("model")
     assert t.loc[stage2, "mAP_mean"] >= t.loc[backbone, "mAP_mean"] + 20, t[["mAP_mean"]]
+
+
+@pytest.mark.slow
+def test_demo_reports_are_clean_and_work_offline(demo_run):
+    """No stderr, warning, traceback or widget state in any executed notebook; no script fetched
+    from the network in any report; each report ends with its generated reading of the results."""
+    out, _, _ = demo_run
+    inv = latest_invocation(out)
+    for name in load_profile("demo").notebooks:
+        nb = nbformat.read(out / "invocations" / inv / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert "widgets" not in nb.metadata, name
+        for cell in nb.cells:
+            for o in cell.get("outputs", []):
+                assert o.output_type != "error", (name, o.get("ename"))
+                assert not (o.output_type == "stream" and o.name == "stderr"), (name, o.text[:500])
+                text = o.get("text", "") + "".join(str(v) for v in o.get("data", {}).values()
+                                                   if isinstance(v, str) and not v.startswith("iVBOR"))
+                assert not re.search(r"Warning|warnings.warn|Traceback", text), (name, text[:500])
+                assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {}), name
+        html = (out / "invocations" / inv / "reports" / f"{name}.html").read_text()
+        assert not re.search(r"<script[^>]+src=[\"']https?:", html), name   # MathJax, require.js, widgets
+        assert "cdnjs" not in html and "unpkg" not in html, name
+        assert "Reading the results" in html and "data:image/png" in html, name
+
+
+@pytest.mark.slow
+def test_demo_console_shows_progress_and_report_paths_only(demo_run):
+    out, _, console = demo_run
+    lines = [ln for ln in console.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("[clipfh]") for ln in lines), console[-2000:]
+    names = load_profile("demo").notebooks
+    for i, name in enumerate(names, 1):
+        assert f"{i}/{len(names)} {name}" in console and f"reports/{name}.html" in console
+    assert "without encryption" not in console and "KeyboardInterrupt" not in console
+
+
+@pytest.mark.slow
+def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
+    from tests.test_reports import parse_latex_table
+    out, index, _ = demo_run
+    inv = latest_invocation(out)
+    root = out / "invocations" / inv
+    html = index.read_text()
+    for name in load_profile("demo").notebooks:
+        figures = sorted((root / "figures" / name).iterdir())
+        stems = {f.stem for f in figures}
+        assert stems, name
+        for stem in stems:
+            assert {f.suffix for f in figures if f.stem == stem} == {".pdf", ".svg", ".png"}, stem
+            assert f'href="invocations/{inv}/figures/{name}/{stem}.pdf"' in html
+    for tex in root.glob("tables/*/*.tex"):
+        head, rows = parse_latex_table(tex.read_text())
+        assert head and rows, tex
+        assert (tex.with_suffix(".csv")).exists()
+        assert f'href="invocations/{inv}/tables/{tex.parent.name}/{tex.name}"' in html
+    head, rows = parse_latex_table((root / "tables" / "04_comparison" / "comparison_clipfh.tex").read_text())
+    assert head[0] == "model" and len(rows) == len(invocation_metrics(out))  # a row per experiment
+    attention = {f.stem for f in (root / "figures" / "05_attention_visualisation").iterdir()}
+    assert {"maps_tiny-vit", "maps_tiny-rn", "attention_by_region"} <= attention
+    shares = [ln for ln in (root / "tables" / "05_attention_visualisation" / "attention_by_region.csv").read_text().splitlines()]
+    assert any("Grad-CAM" in ln for ln in shares) and any("attention rollout" in ln for ln in shares)
 
 
 @pytest.mark.slow
