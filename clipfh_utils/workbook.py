@@ -98,7 +98,7 @@ def export_open_figures() -> list[Path]:
         fig = plt.figure(num)
         if getattr(fig, "_clipfh_exported", False):
             continue
-        title = fig.get_label() or (fig._suptitle.get_text() if fig._suptitle else "") or \
+        title = fig.get_label() or fig.get_suptitle() or \
             next((ax.get_title() for ax in fig.axes if ax.get_title()), "figure")
         prov = prov or _session.provenance()
         paths += save_figure(fig, _session.folder(FIGURES), _session.unique(FIGURES, title), prov)
@@ -176,15 +176,42 @@ def comparison(metrics: list[dict], name: str, same_backbone: bool = True) -> di
     return out
 
 
-def features_of(run: Run, run_name: str, mode: str = ""):
-    """(FeatureBank, uint8 images) of a finished run's first seed on the evaluation images: for
-    figures in notebooks that read results from files (the comparison) rather than training."""
+def _trained(run: Run, run_name: str, mode: str = "", split: int | None = None):
+    """A finished run's first seed with its features of split `split`'s queries and gallery (of
+    every evaluation image with None)."""
     from .evaluation import FeatureBank
     from .pipeline.trained import load_run
     from .runs import run_dir
     m = load_run(run_dir(run.run_dir, run_name), device=str(run.device), mode=mode)
-    images, index = run.images(run.dataset, run.protocol().eval_rows(), m.clip.image_size)
-    return FeatureBank(m.embed(images), index), images
+    proto = run.protocol()
+    rows = proto.eval_rows() if split is None else proto.queries[split] + proto.galleries[split]
+    images, index = run.images(run.dataset, rows, m.clip.image_size)
+    return m, FeatureBank(m.embed(images), index), images
+
+
+def features_of(run: Run, run_name: str, mode: str = "", split: int | None = 0):
+    """(FeatureBank, uint8 images) of a finished run's first seed on one split's queries and gallery
+    (every evaluation image with split=None): for figures in notebooks that read results from files
+    (the comparison) rather than training."""
+    _, bank, images = _trained(run, run_name, mode, split)
+    return bank, images
+
+
+def map_entries(run: Run, metrics: list[dict], split: int = 0) -> list:
+    """The models notebook 05 looks into: one `explain.ModelEntry` per run of the invocation
+    (first seed, first inference mode) with its features of the split's queries and gallery,
+    loaded from its finished run; nothing is trained or re-evaluated."""
+    from .explain import ModelEntry
+    from .explain.maps import image_tower
+    out, seen = [], set()
+    for m in metrics:
+        if m["run"] in seen:
+            continue
+        seen.add(m["run"])
+        tm, bank, images = _trained(run, m["run"], m["mode"], split)
+        out.append(ModelEntry(m["experiment"], m["stage"], tm.model, image_tower(tm.model, tm.clip), tm.clip.mean,
+                              tm.clip.std, bank, images, tm.clip.name, tm.clip.pretrained, tm.embedder))
+    return out
 
 
 def retrieval_explorer(run: Run, metrics: list[dict]):
@@ -193,6 +220,6 @@ def retrieval_explorer(run: Run, metrics: list[dict]):
     from .report.results import per_query
     models = {}
     for m in metrics:
-        bank, images = features_of(run, m["run"], m["mode"])
+        bank, images = features_of(run, m["run"], m["mode"], split=None)  # every split can be picked
         models[m["model"]] = (bank, images, per_query(m))
     return RetrievalExplorer(models, run.protocol())

@@ -24,7 +24,7 @@ ALLOWED = {
     "explain": {"config", "atomic", "backbones", "data", "evaluation"},
     "pipeline": {"config", "atomic", "provenance", "runs", "data", "evaluation", "backbones", "training",
                  "methods", "report"},
-    "workbook": {"pipeline", "report", "runs", "evaluation"},
+    "workbook": {"pipeline", "report", "runs", "evaluation", "explain"},
     "bench": {"config", "backbones", "training", "methods"},
     "cli": {"config", "data", "backbones", "pipeline", "bench"},
     "__main__": {"cli"},

@@ -175,7 +175,7 @@ def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
     head, rows = parse_latex_table((root / "tables" / "04_comparison" / "comparison_clipfh.tex").read_text())
     assert head[0] == "model" and len(rows) == len(invocation_metrics(out))  # a row per experiment
     attention = {f.stem for f in (root / "figures" / "05_attention_visualisation").iterdir()}
-    assert {"maps_tiny-vit", "maps_tiny-rn", "attention_by_region"} <= attention
+    assert {"maps_tiny_vit", "maps_tiny_rn", "attention_by_region"} <= attention
     shares = [ln for ln in (root / "tables" / "05_attention_visualisation" / "attention_by_region.csv").read_text().splitlines()]
     assert any("Grad-CAM" in ln for ln in shares) and any("attention rollout" in ln for ln in shares)
 
@@ -262,3 +262,56 @@ def test_training_data_holds_training_identities_only(tmp_path):
     assert data.labels.max() == data.n_classes - 1 and len(data.val_labels) == len(proto.val)
     # the monitor's queries are the validation images of those same training identities
     assert sorted(data.val_labels.tolist()) == sorted(data.class_ids.index(r.person_id) for r in proto.val)
+
+
+def test_report_html_is_offline_and_has_no_widgets(tmp_path):
+    from clipfh_utils.pipeline.runner import export_html
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+    nb = new_notebook(cells=[new_markdown_cell("A formula $a^2$ stays text."), new_code_cell("x", outputs=[
+        new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "abc"},
+                                         "text/plain": "VBox(children=(Dropdown(...)))"}),
+        new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})])])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    html = export_html(tmp_path / "x.ipynb", tmp_path / "x.html").read_text()
+    assert not re.search(r"<script[^>]+src=[\"']https?:", html) and "cdnjs" not in html and "unpkg" not in html
+    assert "VBox(children" not in html and "widget-state" not in html and "model_id" not in html
+    assert "data:image/png;base64,iVBORw0KGgo=" in html and "A formula" in html
+
+
+def test_kernels_use_ipc_and_keep_their_log_off_the_console(tmp_path, capfd):
+    import papermill as pm
+    from nbformat.v4 import new_code_cell, new_notebook
+    from clipfh_utils.pipeline.runner import ipc_kernel_manager
+    nb = new_notebook(cells=[new_code_cell("import sys; print('out'); print('err', file=sys.stderr)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    manager = ipc_kernel_manager(tmp_path)
+    manager.log_file = tmp_path / "kernel.log"
+    kernel_environment(tmp_path / "run")
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        progress_bar=False, kernel_manager_class=manager)
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "out\n"), ("stderr", "err\n")]  # cells unaffected
+    console = capfd.readouterr()
+    assert "without encryption" not in console.out + console.err + manager.log_file.read_text()
+    assert not list(tmp_path.glob("k*-[0-9]*"))  # the IPC socket files are cleaned up
+
+
+@pytest.mark.slow
+def test_interactive_explorer_over_the_demo_runs(demo_run):
+    """What JupyterLab shows instead of the batch pointer: features from the finished runs."""
+    pytest.importorskip("ipywidgets")
+    from clipfh_utils import workbook as wb
+    from clipfh_utils.pipeline import open_run
+    out, _, _ = demo_run
+    run = open_run("demo", out)
+    metrics = invocation_metrics(out, run.invocation)
+    ex = wb.retrieval_explorer(run, metrics)
+    assert list(ex.models) == [m["model"] for m in metrics] and ex.last == "explorer_retrieval"
+    bank, _, _ = ex.models["demo_tiny_vit"]
+    ev_rows = run.protocol().eval_rows()
+    assert bank.features.shape[0] == len(ev_rows)
+    ex.model.value = "demo_tiny_vit"
+    ex.view.value = "worst failures"
+    assert ex.last == "explorer_failures"

@@ -354,7 +354,21 @@ def test_explorer_draws_the_chosen_query_and_the_worst_failures(tiny_dataset):
     ex = RetrievalExplorer({"m": (bank, torch.zeros(len(rows), 3, 8, 8, dtype=torch.uint8), pd.concat(pq))}, proto)
     assert ex.last == "explorer_retrieval"
     ex.view.value = "worst failures"
-    assert ex.last.startswith("failures_")
+    assert ex.last == "explorer_failures"
     ex.view.value = "one query"
     ex.split.value = 1
     assert len(ex.query.options) == len(proto.queries[1]) and ex.last == "explorer_retrieval"
+
+
+def test_attention_reading_names_the_concentrated_region_and_what_training_changed():
+    regions = ["background", "fingers", "knuckles", "back of hand / palm", "wrist"]
+    area = pd.Series([70.0, 10.0, 5.0, 10.0, 5.0], index=regions)
+    table = pd.DataFrame([["zs", "stage1", "vit", "rollout", 70.0, 10.0, 5.0, 10.0, 5.0, 9],
+                          ["ft", "stage2", "vit", "rollout", 40.0, 10.0, 30.0, 15.0, 5.0, 9]],
+                         columns=["model", "stage", "backbone", "map", *regions, "maps"],
+                         index=["zs · rollout", "ft · rollout"])
+    text = story.read_attention(table, area, real_data=False)
+    assert "synthetic" in text
+    assert "**ft · rollout**: 30.0 % on the knuckles (6.0× its 5.0 % of the image)" in text
+    assert "**ft** puts 40.0 % on the background against 70.0 % zero-shot" in text
+    assert "the knuckles (+25.0 points)" in text

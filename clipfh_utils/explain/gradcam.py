@@ -43,15 +43,24 @@ class SimilarityTarget:
 
 
 class _Embedder(nn.Module):
-    """What Grad-CAM calls: images -> embeddings, with the input made to require grad so that a
-    frozen tower still carries gradients to the target layer."""
+    """What Grad-CAM calls: images -> embeddings."""
 
     def __init__(self, owner: nn.Module, embed: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
         self.owner, self._embed = owner, embed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._embed(x.detach().requires_grad_(True))
+        return self._embed(x)
+
+
+def _graph_from(layer: nn.Module):
+    """A forward hook that starts the autograd graph at `layer`'s output: with every parameter
+    frozen, the backward pass then runs from the similarity to that layer and no further (no
+    weight gradients, nothing below the layer), which is all Grad-CAM reads."""
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if not output.requires_grad:
+            output.requires_grad_(True)
+    return layer.register_forward_hook(hook)
 
 
 def gradcam_layers(visual: nn.Module) -> dict[str, nn.Module]:
@@ -84,10 +93,16 @@ def similarity_gradcam(model: nn.Module, embed: Callable[[torch.Tensor], torch.T
         ph, pw = visual.patch_size if isinstance(visual.patch_size, tuple) else (visual.patch_size,) * 2
         reshape = _token_reshape((x.shape[2] // ph, x.shape[3] // pw))
     was_training = model.training
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    start = _graph_from(layers[name])  # registered before Grad-CAM's own hooks, so it runs first
     try:
         with torch.enable_grad(), GradCAM(_Embedder(model, embed), [layers[name]], reshape_transform=reshape) as cam:
-            maps = cam(x, [SimilarityTarget(t) for t in targets])
+            maps = cam(x.detach(), [SimilarityTarget(t) for t in targets])
     finally:
+        start.remove()
+        for p in params:
+            p.requires_grad_(True)
         model.train(was_training)
-        model.zero_grad(set_to_none=True)
     return torch.from_numpy(np.ascontiguousarray(maps)).float()

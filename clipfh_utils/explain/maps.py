@@ -11,7 +11,7 @@ has follows from what it is, so a new stage shows up without changes here:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,11 @@ class ModelEntry:
     images: torch.Tensor           # uint8 evaluation images in bank order (N, 3, H, W)
     backbone: str = ""             # the backbone's name, e.g. "ViT-B-16"
     pretrained: bool = True
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None  # the inference mode's; default model.embed
+
+    def __post_init__(self) -> None:
+        if self.embed is None:
+            self.embed = self.model.embed
 
     @property
     def is_vit(self) -> bool:
@@ -80,7 +85,7 @@ class ModelEntry:
                 if targets is None:
                     raise ValueError("Grad-CAM needs the target rows (each query's gallery match)")
                 feats, _ = self.bank.take(list(targets[s:s + batch_size]))
-                out.append(similarity_gradcam(self.model, self.model.embed, self.visual, x, feats, layer))
+                out.append(similarity_gradcam(self.model, self.embed, self.visual, x, feats, layer))
             else:
                 with torch.no_grad():
                     out.append(self.model.attention_maps(x).float().cpu())
@@ -93,7 +98,8 @@ def as_distribution(maps: torch.Tensor) -> torch.Tensor:
     return maps / s.where(s > 0, torch.full_like(s, float("nan")))
 
 
-def _visual(model: nn.Module, clip) -> nn.Module:
+def image_tower(model: nn.Module, clip) -> nn.Module:
+    """The open_clip image tower a model uses (its VisionAdapter's, else the backbone's)."""
     adapters = [m for m in model.modules() if isinstance(m, VisionAdapter)]
     return adapters[0].visual if adapters else clip.model.visual
 
@@ -104,7 +110,7 @@ def entries_from_results(results: Sequence) -> list[ModelEntry]:
     for r in results:
         first_seed = r.cfg.seeds[0]
         ev = next(v for (seed, _), v in r.evals.items() if seed == first_seed)
-        out.append(ModelEntry(r.name, r.experiment.stage, r.model, _visual(r.model, r.clip), r.clip.mean,
+        out.append(ModelEntry(r.name, r.experiment.stage, r.model, image_tower(r.model, r.clip), r.clip.mean,
                               r.clip.std, ev.bank, ev.images, r.clip.name, r.clip.pretrained))
     return out
 
@@ -169,9 +175,10 @@ class MapSource:
         return self.query_images(picks, backbone), cols, titles
 
     def region_table(self, labels: np.ndarray) -> tuple["pd.DataFrame", "pd.Series"]:
-        """Mean share (%) of every model's maps (default layers) per hand region over all queries,
-        the number of maps behind it (all-zero maps show nothing and are left out), and the
-        regions' mean share of the image area (%)."""
+        """Per model and map (default layer; rows "model · map"): model, stage, backbone, map, the
+        mean share (%) per hand region over all queries (one column per REGION_NAMES entry), and the
+        number of maps behind it (all-zero maps show nothing and are left out); and the regions'
+        mean share of the image area (%)."""
         import pandas as pd
         from .regions import REGION_NAMES, area_shares, region_shares
         rows = {}
@@ -181,7 +188,8 @@ class MapSource:
                 valid = ~np.isnan(shares).any(1)
                 row = dict(zip(REGION_NAMES, np.nanmean(shares[valid], 0) * 100 if valid.any()
                                else [np.nan] * len(REGION_NAMES)))
-                rows[f"{e.label} · {method}"] = {**row, "maps": int(valid.sum())}
+                rows[f"{e.label} · {method}"] = {"model": e.label, "stage": e.stage, "backbone": e.backbone,
+                                                 "map": method, **row, "maps": int(valid.sum())}
         table = pd.DataFrame.from_dict(rows, orient="index")
         area = pd.Series(area_shares(labels).mean(0) * 100, index=list(REGION_NAMES))
         return table, area

@@ -14,7 +14,7 @@ import torch
 
 from ..data.protocol import Protocol
 from ..evaluation import FeatureBank
-from .plotting import attention_grid, retrieval_figures, retrieval_grid
+from .plotting import attention_grid, retrieval_grid, worst_failures
 
 
 class _Explorer:
@@ -64,8 +64,9 @@ class RetrievalExplorer(_Explorer):
         split, qs = self.split.value, self.proto.queries[self.split.value]
         gallery = self.proto.galleries[split]
         if self.view.value == "worst failures":
-            self._show(lambda: retrieval_figures(bank, images, self.proto, per_query, self.model.value, split,
-                                                 n=4, protocol=self.protocol, k=self.k.value)[1])
+            rows = worst_failures(per_query, qs, self.protocol, split, 4)
+            self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value, name="explorer_failures",
+                                              title=f"{self.model.value}: worst failures, split {split}"))
             return
         rows = [qs[self.query.value or 0]]
         self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value,

@@ -142,6 +142,16 @@ def cmc_band(curves: Mapping[str, np.ndarray], max_rank: int = 20, title: str = 
     return _named(fig, name)
 
 
+def mean_cmc(per_split: pd.DataFrame, protocol: str) -> np.ndarray:
+    """Mean CMC over the rows (splits, seeds) of one protocol of an in-memory `per_split` frame."""
+    return np.mean(np.stack(per_split.loc[per_split["protocol"] == protocol, "cmc"].to_list()), 0)
+
+
+def cmc_curves(curves: Mapping[str, np.ndarray], max_rank: int = 20, title: str = "CMC", name: str = "cmc"):
+    """`cmc_band` for curves given one per model (or several per model: then with the band)."""
+    return cmc_band(curves, max_rank, title, name)
+
+
 def split_spread(per_split: pd.DataFrame, metric: str = "mAP", by: str = "model",
                  protocols: Sequence[str] = ("clipfh", "mbanet"), name: str = "split_spread", seed: int = 0):
     """Per-split values as box + strip plots, one panel per protocol: how much the Monte Carlo
@@ -186,8 +196,9 @@ def comparison_bars(table: pd.DataFrame, metric: str = "mAP", title: str = "", n
     err = np.vstack([mean - table[f"{metric}_ci_lo"].to_numpy(), table[f"{metric}_ci_hi"].to_numpy() - mean])
     ax.barh(y, mean, color=[colours[s] for s in table["stage"]], height=0.6)
     ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3, lw=1)
-    for yi, v in zip(y, mean):
-        ax.text(v + 1, yi, f"{v:.1f}", va="center", ha="left", fontsize=7)
+    right = np.fmax(mean, np.nan_to_num(table[f"{metric}_ci_hi"].to_numpy(), nan=0.0))
+    for yi, v, x in zip(y, mean, right):
+        ax.text(x + 1.5, yi, f"{v:.1f}", va="center", ha="left", fontsize=7)
     ax.set_yticks(y, table["model"])
     ax.invert_yaxis()
     ax.set_xlim(0, 105)
@@ -267,10 +278,20 @@ def retrieval_grid(bank: FeatureBank, images: torch.Tensor, queries: Sequence[Sp
     return _named(fig, name)
 
 
+def worst_failures(per_query: pd.DataFrame, queries: Sequence[SplitRow], protocol: str = "clipfh",
+                   split: int = 0, n: int = 4) -> list[SplitRow]:
+    """The `n` queries of a split whose true match ranks lowest (first training seed; ties by name)."""
+    df = per_query[(per_query["protocol"] == protocol) & (per_query["split"] == split)]
+    if "seed" in df.columns:
+        df = df[df["seed"] == df["seed"].min()]
+    by_name = {q.image_name: q for q in queries}
+    return [by_name[q] for q in df.sort_values(["rank", "query"], ascending=[False, True])["query"].head(n)]
+
+
 def retrieval_figures(bank: FeatureBank, images: torch.Tensor, proto: Protocol, per_query: pd.DataFrame,
-                      label: str, split: int = 0, n: int = 3, seed: int = 0, protocol: str = "clipfh",
-                      k: int = 5) -> list:
-    """Two retrieval grids for one model: `n` queries of different identities (seeded), and the
+                      label: str, split: int = 0, n: int = 2, seed: int = 0, protocol: str = "clipfh",
+                      k: int = 5):
+    """One retrieval grid for a model: `n` queries of different identities (seeded), then the
     split's `n` hardest failures (the queries whose true match ranks lowest)."""
     queries, gallery = proto.queries[split], proto.galleries[split]
     rng = np.random.default_rng(seed)
@@ -278,17 +299,20 @@ def retrieval_figures(bank: FeatureBank, images: torch.Tensor, proto: Protocol, 
     for q in queries:
         first.setdefault(q.person_id, q)
     picked = [list(first.values())[i] for i in sorted(rng.choice(len(first), min(n, len(first)), replace=False))]
-    df = per_query[(per_query["protocol"] == protocol) & (per_query["split"] == split)]
-    if "seed" in df.columns:
-        df = df[df["seed"] == df["seed"].min()]
-    worst = df.sort_values(["rank", "query"], ascending=[False, True])["query"].head(n).tolist()
-    by_name = {q.image_name: q for q in queries}
+    worst = worst_failures(per_query, queries, protocol, split, n)
     slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
-    return [retrieval_grid(bank, images, picked, gallery, k, f"{label}: top-{k} for {len(picked)} queries, split {split}",
-                           name=f"retrievals_{slug}"),
-            retrieval_grid(bank, images, [by_name[q] for q in worst], gallery, k,
-                           f"{label}: the {len(worst)} hardest failures of split {split}",
-                           name=f"failures_{slug}")]
+    return retrieval_grid(bank, images, picked + worst, gallery, k,
+                          f"{label}, split {split}: {len(picked)} queries drawn at random, then the "
+                          f"{len(worst)} hardest failures", name=f"retrievals_{slug}")
+
+
+def retrieval_examples(bank: FeatureBank, images: torch.Tensor, proto: Protocol, split: int = 0,
+                       n_queries: int = 4, k: int = 5, seed: int = 0, title: str = "", name: str = "retrievals"):
+    """`retrieval_grid` for `n_queries` queries of the split drawn at random (seeded)."""
+    queries = proto.queries[split]
+    picks = np.random.default_rng(seed).choice(len(queries), size=min(n_queries, len(queries)), replace=False)
+    return retrieval_grid(bank, images, [queries[i] for i in sorted(picks)], proto.galleries[split], k,
+                          title or f"Top-{k} retrievals, split {split}", name=name)
 
 
 # --------------------------------------------------------------------------- training
@@ -310,12 +334,14 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
     n = len(phases) + 1 + (1 if val_cols else 0)
     ncols = 2
     nrows = (n + 1) // 2
-    fig, axes = plt.subplots(nrows, ncols, figsize=(TEXT_WIDTH, 2.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(TEXT_WIDTH, 2.8 * nrows), squeeze=False)
     axes = axes.flat
     n_seeds = epochs["seed"].nunique() if "seed" in epochs else 1
     for ax, phase in zip(axes, phases):
         d = epochs[epochs["phase"] == phase]
         terms = [c for c in ["total", *LOSS_TERMS] if c in d.columns and d[c].notna().any()]
+        if len(terms) == 2 and np.allclose(d[terms[0]], d[terms[1]]):
+            terms = terms[1:]  # one weighted term: the total is the same line
         g = d.groupby("epoch")[terms]
         mean, sd = g.mean(), g.std(ddof=1).fillna(0.0)
         for i, t in enumerate(terms):
@@ -324,12 +350,13 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
             if n_seeds > 1:
                 ax.fill_between(mean.index, mean[t] - sd[t], mean[t] + sd[t], color=OKABE_ITO[i % len(OKABE_ITO)],
                                 alpha=0.15, lw=0)
-        ax.set_ylim(bottom=0, top=max(float((mean + sd).max().max()) * 1.1, 1e-6))
+        ax.set_ylim(bottom=0, top=max(float((mean + sd).max().max()) * (1.25 + 0.15 * len(terms)), 1e-6))  # legend room
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (mean per step)")
         ax.set_title(f"phase '{phase}'" + (f" · mean ± sd of {n_seeds} seeds" if n_seeds > 1 else ""))
-        ax.legend(fontsize=7, title="term (change over the phase)", title_fontsize=7)
+        ax.legend(fontsize=6.5, title="term (change over the phase)", title_fontsize=6.5, loc="upper right",
+                  frameon=True, framealpha=0.9, edgecolor="none")
     ax = axes[len(phases)]
     offset, style = 0, 0
     first_seed = epochs[epochs["seed"] == epochs["seed"].min()] if "seed" in epochs else epochs
@@ -352,21 +379,25 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
     ax.set_yscale("log")
     ax.set_xlabel("epoch (phases in sequence)")
     ax.set_ylabel("learning rate")
-    ax.set_title("learning rate per parameter group")
-    ax.legend(fontsize=7)
+    ax.set_title("learning rate per group")
+    ax.legend(fontsize=6.5, loc="best", frameon=True, framealpha=0.9, edgecolor="none")
     if val_cols:
         ax = axes[len(phases) + 1]
         d = epochs.dropna(subset=val_cols, how="all")
-        for i, col in enumerate(val_cols):
-            for j, (s, ds) in enumerate(d.groupby("seed") if "seed" in d else [(0, d)]):
+        seeds = list(d.groupby("seed")) if "seed" in d else [(0, d)]
+        for i, col in enumerate(val_cols):        # colour = metric, line style and marker = seed
+            for j, (_, ds) in enumerate(seeds):
                 ax.plot(ds["epoch"], ds[col], color=OKABE_ITO[i % len(OKABE_ITO)], ls=LINESTYLES[j % len(LINESTYLES)],
-                        marker=MARKERS[j % len(MARKERS)], ms=4, label=f"{col[4:]} · seed {s}")
-        ax.set_ylim(0, 100)
+                        marker=MARKERS[j % len(MARKERS)], ms=4)
+        handles = ([mpl.lines.Line2D([], [], color=OKABE_ITO[i % len(OKABE_ITO)], label=c[4:]) for i, c in enumerate(val_cols)]
+                   + [mpl.lines.Line2D([], [], color="0.3", ls=LINESTYLES[j % len(LINESTYLES)], marker=MARKERS[j % len(MARKERS)],
+                                       label=f"seed {s}") for j, (s, _) in enumerate(seeds)])
+        ax.set_ylim(0, 105)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(f"epoch (phase '{d['phase'].iloc[0]}')" if len(d) else "epoch")
         ax.set_ylabel("validation metric (%)")
-        ax.set_title("validation monitor (held-out images of training ids)")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_title("validation (training ids, held-out images)")
+        ax.legend(handles=handles, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
     for ax in list(axes)[n:]:
         ax.axis("off")
     if title:
@@ -415,6 +446,8 @@ def _overlay(ax, image: torch.Tensor, m: torch.Tensor | None) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def attention_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], row_titles: Sequence[str],
@@ -442,7 +475,7 @@ def region_bars(shares: pd.DataFrame, area: pd.Series, title: str = "", name: st
     """Mean share (%) of each map in each hand region, one bar group per region, with the
     region's share of the image area (what a uniform map gives) as a black tick."""
     regions = list(shares.columns)
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 3.0))
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 3.2 + 0.13 * len(shares)))
     n = len(shares)
     width = 0.8 / max(1, n)
     x = np.arange(len(regions))
@@ -451,11 +484,11 @@ def region_bars(shares: pd.DataFrame, area: pd.Series, title: str = "", name: st
                hatch=["", "//", "..", "xx", "\\\\", "oo"][(i // len(OKABE_ITO)) % 6])
     ax.scatter(x, area.reindex(regions).to_numpy(), marker="_", s=600, color="black", zorder=3,
                label="area share (uniform map)")
-    ax.set_xticks(x, regions)
+    ax.set_xticks(x, [r.replace(" / ", "\n/ ") for r in regions])
     ax.set_ylabel("share of the map (%)")
     ax.set_ylim(0, 100)
     ax.set_xlabel("hand region")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     ax.set_title(title or "Where the maps fall, by hand region (mean over queries)")
     fig.tight_layout()
     return _named(fig, name)

@@ -96,12 +96,14 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int 
         row = {"stage": m["stage"], "model": m["model"], "method": m.get("method_title", m["method"]),
                "backbone": m["backbone"], "run": m["run"], "dataset": m["dataset"], "protocol": protocol}
         for metric in METRICS:
+            row[metric] = ""  # the shown "mean [interval]", filled below
             row[f"{metric}_mean"] = float(sds.loc[metric, "mean"])
             row[f"{metric}_seed_sd"] = float(sds.loc[metric, "seed_sd"])
             row[f"{metric}_split_sd"] = float(sds.loc[metric, "split_sd"])
             ci = identity_bootstrap(pq, metric, n_boot, seed) if pq is not None and len(pq) else None
             row[f"{metric}_ci_lo"] = ci.lo if ci else float("nan")
             row[f"{metric}_ci_hi"] = ci.hi if ci else float("nan")
+            row[metric] = f"{_fmt(row[f'{metric}_mean'])} [{_fmt(row[f'{metric}_ci_lo'], 1)}, {_fmt(row[f'{metric}_ci_hi'], 1)}]"
         row.update({"seeds": int(sds["n_seeds"].iloc[0]), "splits": m["n_splits"],
                     "test_ids": per_query_ids(pq), "n_boot": n_boot, "boot_seed": seed,
                     "train_s": _mean(t["seconds"] for t in train.values()),
@@ -130,8 +132,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     and Rank-1, n, time and speed. Column meanings are in `TABLE_NOTE`."""
     out = pd.DataFrame({"model": table["model"], "stage": table["stage"], "backbone": table["backbone"]})
     for m, label in METRIC_LABELS.items():
-        out[f"{label} (%)"] = [f"{_fmt(a)} [{_fmt(lo, 1)}, {_fmt(hi, 1)}]" for a, lo, hi in
-                               zip(table[f"{m}_mean"], table[f"{m}_ci_lo"], table[f"{m}_ci_hi"])]
+        out[f"{label} (%)"] = table[m]
     for m in ("mAP", "rank1"):
         out[f"{METRIC_LABELS[m]} sd seeds"] = table[f"{m}_seed_sd"].map(_fmt)
         out[f"{METRIC_LABELS[m]} sd splits"] = table[f"{m}_split_sd"].map(_fmt)

@@ -70,12 +70,13 @@ def _pair_sentence(p: pd.Series, table: pd.DataFrame) -> str:
             f"{_ci(p['d_mAP_lo'], p['d_mAP_hi'])}, {p['d_rank1']:+.2f} Rank-1 points; {verdict}; {seed_part}.")
 
 
-def read_comparison(table: pd.DataFrame, pairs: pd.DataFrame, protocol_label: str = "") -> str:
+def read_comparison(table: pd.DataFrame, pairs: pd.DataFrame, protocol_label: str = "",
+                    with_caveat: bool = True) -> str:
     """Best model overall, and each paired difference with its interval and the seed sd."""
     if table.empty:
         return "No results in this invocation yet."
     best = _best(table)
-    lines = [_caveat_of(table), "",
+    lines = [_caveat_of(table) if with_caveat else "", "",
              f"On the {protocol_label or best['protocol']} protocol the best model is **{best['model']}** "
              f"({STAGE_NAMES.get(best['stage'], best['stage'])}, {best['backbone']}): {_best_numbers(best)}."]
     others = table.drop(index=best.name)
@@ -117,26 +118,44 @@ def read_data(summary: dict, real_data: bool, n_splits: int) -> str:
     return _join([caveat(real_data) if not real_data else "", "\n\n" + text]).strip()
 
 
-def read_attention(shares: pd.DataFrame, area: pd.Series, real_data: bool, random_weights: Sequence[str] = ()) -> str:
-    """Notebook 05: for each map, the region it over-weights most relative to the region's area,
-    and the background share; then how training moved it (same backbone and method)."""
+def read_attention(table: pd.DataFrame, area: pd.Series, real_data: bool, random_weights: Sequence[str] = ()) -> str:
+    """Notebook 05: for each map, the hand region it over-weights most relative to the region's
+    area and its background share; then, per backbone and map, how training moved it (each later
+    stage against the zero-shot model). `table` has model, stage, backbone, map and one column per
+    region (%), as `explain.MapSource.region_table` gives it; `area` the regions' area shares."""
+    regions = list(area.index)
+    hand = [r for r in regions if r != "background"]
     lines = [caveat(real_data, random_weights), ""]
-    hand = [r for r in shares.columns if r != "background"]
-    for label, row in shares.iterrows():
-        ratio = (row[hand] / area[hand].replace(0, np.nan)).dropna()
-        if ratio.empty or row.isna().all():
+    for label, row in table.iterrows():
+        ratio = (row[hand].astype(float) / area[hand].replace(0, np.nan)).dropna()
+        if ratio.empty:
             continue
         top = ratio.idxmax()
         lines.append(f"- **{label}**: {row[top]:.1f} % on the {top} ({ratio[top]:.1f}× its {area[top]:.1f} % of "
-                     f"the image), {row.get('background', float('nan')):.1f} % on the background "
-                     f"({area.get('background', float('nan')):.1f} % of the image).")
-    lines.append("")
-    lines.append("A share above the area share means the map concentrates there; the black ticks in the "
-                 "figure mark where a uniform map would be.")
+                     f"the image), {row['background']:.1f} % on the background ({area['background']:.1f} % of the image).")
+    moves = []
+    for (backbone, method), g in table.groupby(["backbone", "map"], sort=False):
+        base = g[g["stage"] == "stage1"]
+        for _, later in g[g["stage"] != "stage1"].iterrows():
+            for _, b in base.iterrows():
+                shift = later[hand].astype(float) - b[hand].astype(float)
+                region = shift.abs().idxmax()
+                moves.append(f"- {method} on {backbone}: **{later['model']}** puts {later['background']:.1f} % on the "
+                             f"background against {b['background']:.1f} % zero-shot; the largest change on the hand is "
+                             f"the {region} ({shift[region]:+.1f} points).")
+    if moves:
+        lines += ["", "What training changed (same backbone, same map):", *moves]
+    lines += ["", "A share above the area share means the map concentrates there; the black ticks in the "
+              "figure mark where a map that looks everywhere equally would be."]
     return "\n".join(lines).strip()
 
 
 def read_protocols(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> str:
-    """`read_comparison` for each protocol's (table, pairs)."""
+    """`read_comparison` for each protocol's (table, pairs), the dissertation's protocol first,
+    with the caveat once."""
     from .results import PROTOCOL_LABELS
-    return "\n\n".join(read_comparison(t, p, PROTOCOL_LABELS.get(k, k)) for k, (t, p) in tables.items())
+    order = sorted(tables, key=lambda k: k != "clipfh")
+    frames = [t for t, _ in tables.values() if not t.empty]
+    head = _caveat_of(pd.concat(frames, ignore_index=True)) if frames else ""
+    return "\n\n".join([head, *(read_comparison(*tables[k], PROTOCOL_LABELS.get(k, k), with_caveat=False)
+                                 for k in order)]).strip()
