@@ -203,6 +203,9 @@ def map_entries(run: Run, metrics: list[dict], split: int = 0) -> list:
     loaded from its finished run; nothing is trained or re-evaluated."""
     from .explain import ModelEntry
     from .explain.maps import image_tower
+    if not metrics:
+        raise LookupError(f"invocation {run.invocation} has no results yet: run the stage notebooks "
+                          "(01, 02, 03) first, or this notebook with the whole profile")
     out, seen = [], set()
     for m in metrics:
         if m["run"] in seen:

@@ -2,6 +2,7 @@
 that change nothing, similarity Grad-CAM, Stage 3 cross-attention picked up from the model, and the
 hand regions the maps are measured on."""
 import colorsys
+import dataclasses
 import math
 import sys
 from types import SimpleNamespace
@@ -130,7 +131,8 @@ def test_hooks_leave_outputs_bit_identical(vit, rn):
 
 def test_similarity_gradcam_shape_and_target_dependence(vit, rn):
     x = images(2, seed=2)
-    for clip, layer in ((vit, "block 2"), (rn, "layer4"), (rn, "layer3")):
+    maps = {}
+    for clip, layer in ((vit, "block 2"), (vit, "block 1"), (rn, "layer4"), (rn, "layer3")):
         adapter = VisionAdapter(clip)
         with torch.no_grad():
             feats = F.normalize(adapter.encode(images(2, seed=3)), dim=1)
@@ -138,7 +140,10 @@ def test_similarity_gradcam_shape_and_target_dependence(vit, rn):
         b = similarity_gradcam(adapter, adapter.encode, clip.model.visual, x, feats.flip(0), layer)
         assert a.shape == (2, 64, 64) and (a >= 0).all() and a.max() <= 1 + 1e-6
         assert not torch.allclose(a, b, atol=1e-3), (clip.name, layer)  # another target, another map
-        assert all(p.grad is None for p in adapter.parameters())          # no gradients left behind
+        assert all(p.grad is None and p.requires_grad for p in adapter.parameters())  # model left as it was
+        maps[layer] = a
+    assert not torch.allclose(maps["layer3"], maps["layer4"], atol=1e-3)  # the layer asked for
+    assert not torch.allclose(maps["block 1"], maps["block 2"], atol=1e-3)
     with pytest.raises(ValueError, match="choose one of layer3, layer4"):
         similarity_gradcam(adapter, adapter.encode, rn.model.visual, x, feats, "block 1")
 
@@ -223,8 +228,11 @@ def test_region_shares_against_a_hand_computed_case():
     labels = np.array([[[0, 1], [2, 3]]], dtype=np.uint8)
     maps = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
     assert region_shares(maps, labels)[0].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.0])
-    coarse = torch.ones(1, 1, 1)                                 # upsampled: uniform over the image
-    assert region_shares(coarse, labels)[0].tolist() == pytest.approx([0.25, 0.25, 0.25, 0.25, 0.0])
+    # a 1 x 2 map over a 2 x 4 image: bilinear (half-pixel centres) gives columns 1, 1.5, 2.5, 3;
+    # fingers (left half) hold 2 * 2.5 = 5 of 16, knuckles (right half) 2 * 5.5 = 11
+    wide = np.array([[[1, 1, 2, 2], [1, 1, 2, 2]]], dtype=np.uint8)
+    coarse = torch.tensor([[[1.0, 3.0]]])
+    assert region_shares(coarse, wide)[0].tolist() == pytest.approx([0.0, 5 / 16, 11 / 16, 0.0, 0.0])
     assert np.isnan(region_shares(torch.zeros(1, 2, 2), labels)).all()
 
 
@@ -250,6 +258,29 @@ def test_synthetic_regions_follow_the_drawn_hand():
         assert ys.mean() > fy.mean()                              # the wrist is below the fingers
 
 
+def test_drawn_knuckle_wrinkles_and_palm_creases_fall_in_their_regions():
+    """Lines the renderer draws where the anatomy is: dorsal knuckle wrinkles (found by rendering
+    the hand again with another wrinkle strength) must be labelled knuckles, palmar creases
+    (rendered with and without them) the palm, not the wrist."""
+    for i, aspect in enumerate(["palmar right", "palmar left", "dorsal right", "dorsal left"]):
+        ident = identity_from_id(f"{1100 + i:07d}", 0)
+        nuis = _plain(nuisance_from_name(f"Hand_{i:07d}.jpg", 0), (255, 255, 255))
+        if aspect.startswith("palmar"):
+            other = dataclasses.replace(ident, palm_creases=())
+        else:
+            other = dataclasses.replace(ident, knuckle_strength=0.15 if ident.knuckle_strength > 0.5 else 1.0)
+        a = np.asarray(render_hand(ident, nuis, aspect, False, (320, 240))).astype(int)
+        b = np.asarray(render_hand(other, nuis, aspect, False, (320, 240))).astype(int)
+        lines = np.abs(a - b).max(-1) > 20
+        share = np.bincount(hand_regions(ident, nuis, aspect, (320, 240))[lines], minlength=5) / lines.sum()
+        assert lines.sum() > 100, aspect
+        if aspect.startswith("palmar"):
+            assert share[REGION_NAMES.index("back of hand / palm")] > 0.75 and share[REGION_NAMES.index("wrist")] < 0.1, \
+                (aspect, share)
+        else:
+            assert share[REGION_NAMES.index("knuckles")] > 0.95, (aspect, share)
+
+
 def test_dataset_regions_use_the_generators_seed(tiny_dataset, tmp_path):
     from clipfh_utils.data.datasets import HandDataset
     from clipfh_utils.data.handinfo import load_handinfo
@@ -271,8 +302,11 @@ def test_dataset_regions_use_the_generators_seed(tiny_dataset, tmp_path):
 
 def test_photo_regions_agree_with_the_geometry_on_plain_backgrounds():
     """The annotation-free split for real photos, checked where the truth is known: synthetic
-    hands on near-white paper (as in 11k Hands)."""
-    fg, region = [], []
+    hands on near-white paper (as in 11k Hands), as drawn (arm at the bottom), upside down and on
+    their side, so the split has to find the arm's end itself."""
+    turns = {"upright": lambda a: a, "upside down": lambda a: a[::-1], "on its side": lambda a: np.rot90(a)}
+    fg, region = {t: [] for t in turns}, {t: [] for t in turns}
+    n = 0
     for i in range(200):
         nuis = nuisance_from_name(f"Hand_{i:07d}.jpg", 0)
         _, s, v = colorsys.rgb_to_hsv(*[c / 255 for c in nuis.background_rgb])
@@ -280,10 +314,14 @@ def test_photo_regions_agree_with_the_geometry_on_plain_backgrounds():
             continue
         ident = identity_from_id(f"{1100 + i:07d}", 0)
         img = np.asarray(render_hand(ident, nuis, "dorsal right", False, (160, 120)))
-        truth, est = hand_regions(ident, nuis, "dorsal right", (160, 120)), photo_regions(img)
-        fg.append(((truth > 0) == (est > 0)).mean())
-        region.append((truth[truth > 0] == est[truth > 0]).mean())
-        if len(fg) == 40:
+        truth = hand_regions(ident, nuis, "dorsal right", (160, 120))
+        for name, turn in turns.items():
+            t, est = turn(truth), photo_regions(np.ascontiguousarray(turn(img)))
+            fg[name].append(((t > 0) == (est > 0)).mean())
+            region[name].append((t[t > 0] == est[t > 0]).mean())
+        n += 1
+        if n == 20:
             break
-    assert len(fg) == 40
-    assert np.mean(fg) > 0.95 and np.median(region) > 0.6, (np.mean(fg), np.median(region))
+    assert n == 20
+    for name in turns:
+        assert np.mean(fg[name]) > 0.95 and np.median(region[name]) > 0.6, (name, np.mean(fg[name]), np.median(region[name]))
