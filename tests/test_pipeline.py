@@ -36,23 +36,33 @@ def test_notebooks_are_committed_clean_and_parameterised(path):
 
 @contextlib.contextmanager
 def console_to(path):
-    """Everything written to this process's stdout/stderr file descriptors (and so by the kernels
-    it starts) goes to `path` while the block runs."""
+    """Everything this process prints (sys.stdout/stderr, which pytest replaces) and everything
+    written to its stdout/stderr file descriptors (so by the kernels it starts) goes to `path`."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
     with open(path, "wb") as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
+        sys.stdout = sys.stderr = open(os.dup(f.fileno()), "w", buffering=1, encoding="utf-8")
         try:
             yield
         finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            sys.stdout.close()
+            sys.stdout, sys.stderr = streams
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+
+
+def test_console_capture_sees_prints_and_child_processes(tmp_path):
+    import subprocess
+    with console_to(tmp_path / "c.txt"):
+        print("[clipfh] from python")
+        subprocess.run([sys.executable, "-c", "import sys; print('child out'); print('child err', file=sys.stderr)"])
+    text = (tmp_path / "c.txt").read_text()
+    assert "[clipfh] from python" in text and "child out" in text and "child err" in text
 
 
 @pytest.fixture(scope="module")
