@@ -14,20 +14,25 @@ export MALLOC_TRIM_THRESHOLD_ ?= 2000000000
 
 .PHONY: install demo full test bench clean-outputs lab
 
+# pip's and setuptools' output goes to a log (shown only if the installation fails)
+export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
+export PIP_ROOT_USER_ACTION ?= ignore
+
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q $(TORCH_PIN) 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch, open_clip, papermill, clipfh_utils" && touch $@
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[clipfh] installing into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install $(TORCH_PIN) \
+	   && $(PY) -m pip install -e '.[dev]'; } > $(VENV)/install.log 2>&1 \
+	   || { tail -n 40 $(VENV)/install.log; echo "[clipfh] installation failed: $(VENV)/install.log"; exit 1; }
+	@$(PY) -c "import torch, open_clip, papermill, clipfh_utils" && touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m clipfh_utils run --profile demo
+	@$(PY) -m clipfh_utils run --profile demo
 
 full: install
-	$(PY) -m clipfh_utils run --profile full
+	@$(PY) -m clipfh_utils run --profile full
 
 test: install
 	$(PY) -m pytest -q

@@ -4,12 +4,7 @@
 # Each line is one `python -m clipfh_utils bench` result; compiled runs include their warm-up in a
 # separate field, and --seeds 2 times a second, fresh model's first steps (no recompilation expected).
 set -u
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-if [ -d .whl ] && ! python3 -c "import open_clip" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=$PWD:/tmp/site
-fi
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+. "$(dirname "$0")/gpu_env.sh"
 nvidia-smi -L; python3 -c "import torch, open_clip; print('torch', torch.__version__, 'open_clip', open_clip.__version__)"
 b() { timeout "${T:-120}" python3 -m clipfh_utils bench "$@" 2>&1 | grep -E " img/s|[Ee]rror" | tee -a "$OUT/bench.log"; }
 # Stage 2 ViT-B-16 at batch 64, bf16, augmentation included (target >= 3,500 img/s)

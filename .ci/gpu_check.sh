@@ -2,12 +2,7 @@
 # GPU checks, then the whole study timed in process, on a lent CUDA machine (one device call):
 #   bash .ci/gpu_check.sh [--quick] [gpu_study.py options, e.g. -p '*.seeds=[0]']    (.whl/ as for gpu_bench.sh)
 set -u
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
-if [ -d .whl ] && ! python3 -c "import open_clip" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=$PWD:/tmp/site
-fi
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+. "$(dirname "$0")/gpu_env.sh"
 quick=""; if [ "${1:-}" = "--quick" ]; then quick="--quick"; shift; fi
 nvidia-smi -L
 timeout 200 python3 .ci/gpu_check.py $quick 2>&1 | grep -v "^WARNING:root" | tee "$OUT/gpu_check.log"

@@ -179,6 +179,12 @@ class Profile:
 
 # --------------------------------------------------------------------------- building
 
+def check_increasing(values: Sequence[Any], where: str) -> None:
+    """Schedule milestones and the like: strictly in order, or a ConfigError naming the key."""
+    if sorted(values) != list(values):
+        raise ConfigError(f"{where}: must be increasing, got {list(values)}")
+
+
 def _strip_optional(tp: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):

@@ -1,4 +1,5 @@
 """The workbook end to end: papermill runs of the demo notebooks, reports, metrics, failures."""
+import contextlib
 import json
 import os
 import re
@@ -33,16 +34,49 @@ def test_notebooks_are_committed_clean_and_parameterised(path):
     assert "wb.start(profile, run_dir, overrides, invocation)" in nb.cells[2].source  # one way in
 
 
+@contextlib.contextmanager
+def console_to(path):
+    """Everything this process prints (sys.stdout/stderr, which pytest replaces) and everything
+    written to its stdout/stderr file descriptors (so by the kernels it starts) goes to `path`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
+    with open(path, "wb") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        sys.stdout = sys.stderr = open(os.dup(f.fileno()), "w", buffering=1, encoding="utf-8")
+        try:
+            yield
+        finally:
+            sys.stdout.close()
+            sys.stdout, sys.stderr = streams
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def test_console_capture_sees_prints_and_child_processes(tmp_path):
+    import subprocess
+    with console_to(tmp_path / "c.txt"):
+        print("[clipfh] from python")
+        subprocess.run([sys.executable, "-c", "import sys; print('child out'); print('child err', file=sys.stderr)"])
+    text = (tmp_path / "c.txt").read_text()
+    assert "[clipfh] from python" in text and "child out" in text and "child err" in text
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo_run")
-    index = run_pipeline("demo", run_dir=out)
-    return out, index
+    console = out.parent / f"{out.name}.console.txt"
+    with console_to(console):
+        index = run_pipeline("demo", run_dir=out)
+    return out, index, console.read_text()
 
 
 @pytest.mark.slow
 def test_demo_run_writes_reports_with_figures_and_index(demo_run):
-    out, index = demo_run
+    out, index, _ = demo_run
     names = load_profile("demo").notebooks
     inv = latest_invocation(out)
     html = index.read_text()
@@ -60,7 +94,7 @@ def test_demo_run_writes_reports_with_figures_and_index(demo_run):
 
 @pytest.mark.slow
 def test_demo_metrics_say_what_produced_them(demo_run):
-    out, _ = demo_run
+    out, _, _ = demo_run
     metrics = invocation_metrics(out)
     assert {(m["stage"], m["experiment"]) for m in metrics} == {
         ("stage1", "zero_shot_tiny-vit"), ("stage1", "zero_shot_tiny-rn"),
@@ -92,7 +126,7 @@ def test_demo_metrics_say_what_produced_them(demo_run):
 @pytest.mark.parametrize("backbone, stage2", [("zero_shot_tiny-vit", "demo_tiny_vit"),
                                               ("zero_shot_tiny-rn", "demo_tiny_rn")])
 def test_demo_stage2_beats_stage1_by_20_map_points(demo_run, backbone, stage2):
-    out, _ = demo_run
+    out, _, _ = demo_run
     t = comparison_table(invocation_metrics(out), "clipfh").set_index("model")
     assert t.loc[stage2, "mAP_mean"] >= t.loc[backbone, "mAP_mean"] + 20, t[["mAP_mean"]]
 
@@ -101,10 +135,74 @@ def test_demo_stage2_beats_stage1_by_20_map_points(demo_run, backbone, stage2):
 @pytest.mark.parametrize("mode", ["composed", "fixed"])
 def test_demo_stage3_beats_stage1_by_20_map_points(demo_run, mode):
     """PromptSG on the tiny ViT, in both inference modes, against the same backbone zero-shot."""
-    out, _ = demo_run
+    out, _, _ = demo_run
     t = comparison_table(invocation_metrics(out), "clipfh").set_index("model")
     assert t.loc[f"stage3_demo_tiny_vit [{mode}]", "mAP_mean"] >= t.loc["zero_shot_tiny-vit", "mAP_mean"] + 20, \
         t[["mAP_mean"]]
+
+
+@pytest.mark.slow
+def test_demo_reports_are_clean_and_work_offline(demo_run):
+    """No stderr, warning, traceback or widget state in any executed notebook; no script fetched
+    from the network in any report; each report ends with its generated reading of the results."""
+    out, _, _ = demo_run
+    inv = latest_invocation(out)
+    for name in load_profile("demo").notebooks:
+        nb = nbformat.read(out / "invocations" / inv / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert "widgets" not in nb.metadata, name
+        for cell in nb.cells:
+            for o in cell.get("outputs", []):
+                assert o.output_type != "error", (name, o.get("ename"))
+                assert not (o.output_type == "stream" and o.name == "stderr"), (name, o.text[:500])
+                text = o.get("text", "") + "".join(str(v) for v in o.get("data", {}).values()
+                                                   if isinstance(v, str) and not v.startswith("iVBOR"))
+                assert not re.search(r"Warning|warnings.warn|Traceback", text), (name, text[:500])
+                assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {}), name
+        html = (out / "invocations" / inv / "reports" / f"{name}.html").read_text()
+        assert not re.search(r"<script[^>]+src=[\"']https?:", html), name   # MathJax, require.js, widgets
+        assert "cdnjs" not in html and "unpkg" not in html, name
+        assert "Reading the results" in html and "data:image/png" in html, name
+
+
+@pytest.mark.slow
+def test_demo_console_shows_progress_and_report_paths_only(demo_run):
+    out, _, console = demo_run
+    lines = [ln for ln in console.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("[clipfh]") for ln in lines), console[-2000:]
+    names = load_profile("demo").notebooks
+    for i, name in enumerate(names, 1):
+        assert f"{i}/{len(names)} {name}" in console and f"reports/{name}.html" in console
+    assert "without encryption" not in console and "KeyboardInterrupt" not in console
+
+
+@pytest.mark.slow
+def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
+    from tests.test_reports import parse_latex_table
+    out, index, _ = demo_run
+    inv = latest_invocation(out)
+    root = out / "invocations" / inv
+    html = index.read_text()
+    for name in load_profile("demo").notebooks:
+        figures = sorted((root / "figures" / name).iterdir())
+        stems = {f.stem for f in figures}
+        assert stems, name
+        for stem in stems:
+            assert {f.suffix for f in figures if f.stem == stem} == {".pdf", ".svg", ".png"}, stem
+            assert f'href="invocations/{inv}/figures/{name}/{stem}.pdf"' in html
+    for tex in root.glob("tables/*/*.tex"):
+        head, rows = parse_latex_table(tex.read_text())
+        assert head and rows, tex
+        assert (tex.with_suffix(".csv")).exists()
+        assert f'href="invocations/{inv}/tables/{tex.parent.name}/{tex.name}"' in html
+    head, rows = parse_latex_table((root / "tables" / "04_comparison" / "comparison_clipfh.tex").read_text())
+    assert head[0] == "model" and len(rows) == len(invocation_metrics(out))  # a row per experiment
+    attention = {f.stem for f in (root / "figures" / "05_attention_visualisation").iterdir()}
+    assert {"maps_tiny_vit", "maps_tiny_rn", "attention_by_region"} <= attention
+    shares = [ln for ln in (root / "tables" / "05_attention_visualisation" / "attention_by_region.csv").read_text().splitlines()]
+    assert any("Grad-CAM" in ln for ln in shares) and any("attention rollout" in ln for ln in shares)
+    assert any(ln.startswith("stage3_demo_tiny_vit,") and ",cross-attention," in ln for ln in shares)  # Stage 3's map
+    assert {"cross_attention_stage3_demo_tiny_vit", "stage1_2_3_clipfh_map"} <= {
+        f.stem for f in (root / "figures" / "03_stage3_promptsg").iterdir()}
 
 
 @pytest.mark.slow
@@ -191,3 +289,57 @@ def test_training_data_holds_training_identities_only(tmp_path):
     assert data.labels.max() == data.n_classes - 1 and len(data.val_labels) == len(proto.val)
     # the monitor's queries are the validation images of those same training identities
     assert sorted(data.val_labels.tolist()) == sorted(data.class_ids.index(r.person_id) for r in proto.val)
+
+
+def test_report_html_is_offline_and_has_no_widgets(tmp_path):
+    from clipfh_utils.pipeline.runner import export_html
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+    nb = new_notebook(cells=[new_markdown_cell("A formula $a^2$ stays text."), new_code_cell("x", outputs=[
+        new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "abc"},
+                                         "text/plain": "VBox(children=(Dropdown(...)))"}),
+        new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})])])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    html = export_html(tmp_path / "x.ipynb", tmp_path / "x.html").read_text()
+    assert not re.search(r"<script[^>]+src=[\"']https?:", html) and "cdnjs" not in html and "unpkg" not in html
+    assert "VBox(children" not in html and "widget-state" not in html and "model_id" not in html
+    assert "data:image/png;base64,iVBORw0KGgo=" in html and "A formula" in html
+
+
+def test_kernels_use_ipc_and_keep_their_log_off_the_console(tmp_path, capfd):
+    import papermill as pm
+    from nbformat.v4 import new_code_cell, new_notebook
+    from clipfh_utils.pipeline.runner import ipc_kernel_manager
+    nb = new_notebook(cells=[new_code_cell("import sys; print('out'); print('err', file=sys.stderr)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    manager = ipc_kernel_manager(tmp_path)
+    manager.log_file = tmp_path / "kernel.log"
+    kernel_environment(tmp_path / "run")
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        progress_bar=False, kernel_manager_class=manager)
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outputs] == [("stdout", "out\n"), ("stderr", "err\n")]  # cells unaffected
+    console = capfd.readouterr()
+    assert "without encryption" not in console.out + console.err + manager.log_file.read_text()
+    assert not list(tmp_path.glob("k*-[0-9]*"))  # the IPC socket files are cleaned up
+
+
+@pytest.mark.slow
+def test_interactive_explorer_over_the_demo_runs(demo_run):
+    """What JupyterLab shows instead of the batch pointer: features from the finished runs."""
+    pytest.importorskip("ipywidgets")
+    from clipfh_utils import workbook as wb
+    from clipfh_utils.pipeline import open_run
+    out, _, _ = demo_run
+    run = open_run("demo", out)
+    metrics = invocation_metrics(out, run.invocation)
+    ex = wb.retrieval_explorer(run, metrics)
+    assert list(ex.models) == [m["model"] for m in metrics] and ex.last == "explorer_retrieval"
+    bank, _, _, proto = ex.models["demo_tiny_vit"]
+    assert proto.n_splits == run.protocol().n_splits and proto.queries == run.protocol().queries
+    ev_rows = run.protocol().eval_rows()
+    assert bank.features.shape[0] == len(ev_rows)
+    ex.model.value = "demo_tiny_vit"
+    ex.view.value = "worst failures"
+    assert ex.last == "explorer_failures"

@@ -48,7 +48,7 @@ def test_workers_run_jobs_in_parallel_and_a_failure_does_not_stop_the_others(swe
     assert max(s["started"] for s in starts) < finished  # both were running at once
     table = (folder / "sweep.csv").read_text().splitlines()
     assert table[0].startswith(f"{LR},experiment,mode") and len(table) == 2 and table[1].startswith("0.003,")
-    assert (folder / "sweep.png").exists() and (folder / "sweep.pdf").exists()
+    assert all((folder / f"sweep.{ext}").exists() for ext in ("pdf", "svg", "png"))
 
 
 @pytest.mark.slow

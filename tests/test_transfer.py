@@ -219,5 +219,23 @@ def test_the_study_profiles_resolve():
     assert {e.stage for e in resolve_experiments(beyond)} == {"stage1", "baseline"}
     for prof in (full_all, beyond):
         assert all((NOTEBOOK_DIR / f"{n}.ipynb").exists() for n in prof.notebooks)
-        assert prof.notebooks[-1] == "04_comparison" and "07_transfer" in prof.notebooks
+        order = prof.notebooks  # the comparison reads what the transfer and baseline notebooks recorded
+        assert order.index("04_comparison") > max(order.index("07_transfer"), order.index("06_cnn_baseline"))
     assert [(d.dataset, d.aspect) for d in load_profile("full").datasets] == [("11k", "dorsal right")]
+
+
+def test_transfer_reading_gives_each_models_drop_from_its_own_test_set():
+    import pandas as pd
+    from clipfh_utils.report.story import read_transfer
+    rows = [("ft", "11k-dr", "11k-dr", 80.0, 0), ("ft", "11k-dr", "hd", 55.5, 0), ("ft", "11k-dr", "11k-dl", 61.25, 3),
+            ("zs", "none (zero-shot)", "11k-dr", 20.0, 0), ("zs", "none (zero-shot)", "hd", 30.0, 0),
+            ("ft", "hd", "hd", 70.0, 0), ("ft", "hd", "11k-dr", 40.0, 0)]  # the same config trained on HD
+    table = pd.DataFrame(rows, columns=["model", "train set", "test set", "mAP_mean", "removed ids"]).assign(
+        real_data=False, pretrained=False, backbone="tiny")
+    text = read_transfer(table)
+    assert "synthetic" in text
+    # own-set number, then the others best first, each with its difference (hand-computed)
+    assert "**ft**, trained on 11k-dr: mAP 80.00 % on its own test set; elsewhere 11k-dl 61.25 % (-18.75; " \
+           "3 seen ids removed), hd 55.50 % (-24.50)." in text
+    assert "**ft**, trained on hd: mAP 70.00 % on its own test set; elsewhere 11k-dr 40.00 % (-30.00)." in text
+    assert "**zs** (not trained): mAP from 20.00 to 30.00 % across the test sets, highest on hd." in text

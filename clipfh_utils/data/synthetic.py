@@ -38,7 +38,7 @@ from .handinfo import ALL_COLUMNS as HANDINFO_COLUMNS
 __all__ = [
     "ASPECTS", "GENERATOR_VERSION", "HANDINFO_COLUMNS", "HandIdentity", "Nuisance",
     "identity_from_id", "nuisance_from_name", "render_hand", "generate_synthetic_dataset",
-    "generate_synthetic_hd", "render_images_for_handinfo",
+    "generate_synthetic_hd", "render_images_for_handinfo", "REGION_NAMES", "hand_regions",
 ]
 
 SKIN_COLORS: tuple[str, ...] = ("very fair", "fair", "medium", "dark")
@@ -379,6 +379,13 @@ class _Mapper:
     def length(self, value: float) -> float:
         return value * self.unit
 
+    def inverse(self, px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates -> canonical hand units (the exact inverse of `__call__`)."""
+        u, v = (np.asarray(px) - self.cx) / self.unit, (self.cy - np.asarray(py)) / self.unit
+        x = (u * self.cos + v * self.sin) * self.m
+        y = -u * self.sin + v * self.cos + self.yc
+        return x, y
+
     def keep_inside(self, pts: np.ndarray, w: int, h: int, margin: float = 0.02) -> None:
         """Shift so `pts` (fingers, thumb) stay inside the frame; only the wrist may leave it."""
         p = np.asarray(self(pts))
@@ -405,6 +412,25 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return w, h
 
 
+def _layout(identity: HandIdentity, nuisance: Nuisance, aspect: str, W: int, H: int
+            ) -> tuple[bool, _Mapper, list[_Finger], list[np.ndarray]]:
+    """Where the hand lies in a W x H canvas: (palmar, mapper, fingers, outline polygons).
+
+    The polygons are the palm (with the forearm), the thumb's metacarpal, then one capsule per
+    finger (thumb first). `render_hand` draws them; `hand_regions` labels the same geometry.
+    """
+    palmar, left = _parse_aspect(aspect)
+    mp = _Mapper(identity, nuisance, mirror=(palmar != left), w=W, h=H)
+    fingers = _fingers(identity, nuisance.finger_jitter_deg)
+    thumb = fingers[0]
+    parts = [_palm_outline(identity), _thumb_metacarpal(identity, thumb)]
+    for f in fingers:
+        base_ext = f.width * (0.9 if f is thumb else 1.6)
+        parts.append(_capsule(f.base, f.angle, f.length, f.width, f.width * 0.86, base_ext))
+    mp.keep_inside(np.vstack(parts[1:]), W, H)
+    return palmar, mp, fingers, parts
+
+
 def render_hand(identity: HandIdentity, nuisance: Nuisance, aspect: str, accessory: bool,
                 size: tuple[int, int] = (160, 120)) -> Image.Image:
     """Draw one photo of `identity`'s hand as an RGB image of `size` = (width, height).
@@ -414,25 +440,17 @@ def render_hand(identity: HandIdentity, nuisance: Nuisance, aspect: str, accesso
     noise are applied to the whole frame like a camera would. "left" is the mirror of "right" and
     "palmar" the mirror of "dorsal" (the thumb changes side), so dorsal left == flipped dorsal right.
     """
-    palmar, left = _parse_aspect(aspect)
     w, h = _check_size(size)
-    ss = _SUPERSAMPLE
-    W, H = w * ss, h * ss
-    mp = _Mapper(identity, nuisance, mirror=(palmar != left), w=W, h=H)
+    W, H = w * _SUPERSAMPLE, h * _SUPERSAMPLE
+    palmar, mp, fingers, parts = _layout(identity, nuisance, aspect, W, H)
+    thumb = fingers[0]
     colour = Image.new("RGB", (W, H), (0, 0, 0))
     mask = Image.new("L", (W, H), 0)
     dc, dm = ImageDraw.Draw(colour), ImageDraw.Draw(mask)
 
-    fingers = _fingers(identity, nuisance.finger_jitter_deg)
-    thumb = fingers[0]
-    parts = [_palm_outline(identity), _thumb_metacarpal(identity, thumb)]
-    for f in fingers:
-        base_ext = f.width * (0.9 if f is thumb else 1.6)
-        parts.append(_capsule(f.base, f.angle, f.length, f.width, f.width * 0.86, base_ext))
     skin = identity.palm_rgb if palmar else identity.skin_rgb
     edge = _scale_rgb(identity.skin_rgb, 0.72 if palmar else 0.68)
     outline_px = max(1, int(round(mp.length(0.0045))))
-    mp.keep_inside(np.vstack(parts[1:]), W, H)
     mapped = [mp(p) for p in parts]
     for poly in mapped:  # darker silhouette rim: separates touching fingers, looks shaded
         dc.polygon(poly, fill=edge, outline=edge, width=outline_px)
@@ -505,6 +523,55 @@ def render_hand(identity: HandIdentity, nuisance: Nuisance, aspect: str, accesso
     colour = colour.resize((w, h), Image.Resampling.LANCZOS)
     mask = mask.resize((w, h), Image.Resampling.LANCZOS)
     return _finish(colour, mask, nuisance, w, h)
+
+
+# Hand regions of a rendered photo, for "where does the model look" figures. Codes index REGION_NAMES.
+REGION_NAMES: tuple[str, ...] = ("background", "fingers", "knuckles", "back of hand / palm", "wrist")
+BACKGROUND, FINGERS, KNUCKLES, PALM, WRIST = range(5)
+# knuckle row (MCP joints) around the knuckle line, in palm heights; finger joints +-0.02 units
+_MCP_BAND = (-0.14, 0.09)
+_JOINT_HALF_WIDTH = 0.02
+_THUMB_JOINT = 0.48
+
+
+def hand_regions(identity: HandIdentity, nuisance: Nuisance, aspect: str,
+                 size: tuple[int, int] = (160, 120)) -> np.ndarray:
+    """Region code of every pixel of the photo `render_hand` draws with the same arguments.
+
+    (h, w) uint8, codes index REGION_NAMES. From the drawing's own geometry: the finger capsules
+    are fingers; the knuckle row around the knuckle line and the bands across each finger where
+    the knuckle wrinkles are drawn (its joints) are knuckles; the hand below the palm (y <
+    -palm_height) is the wrist; the rest of the hand is the back of the hand (palm when palmar).
+    """
+    w, h = _check_size(size)
+    W, H = w * _SUPERSAMPLE, h * _SUPERSAMPLE
+    _, mp, fingers, parts = _layout(identity, nuisance, aspect, W, H)
+    outline_px = max(1, int(round(mp.length(0.0045))))
+
+    def mask(polys: list[np.ndarray]) -> np.ndarray:
+        m = Image.new("L", (W, H), 0)
+        d = ImageDraw.Draw(m)
+        for poly in polys:
+            d.polygon(mp(poly), fill=255, outline=255, width=outline_px)
+        return np.asarray(m) > 127
+
+    hand = mask(parts)
+    finger_masks = [mask([p]) for p in parts[2:]]
+    ys, xs = np.mgrid[0:H, 0:W] + 0.5
+    x, y = mp.inverse(xs, ys)
+    ph = identity.palm_height
+    labels = np.full((H, W), BACKGROUND, dtype=np.uint8)
+    labels[hand] = PALM
+    knuckles = (y > _MCP_BAND[0] * ph) & (y < _MCP_BAND[1] * ph) & ~finger_masks[0]
+    for i, (f, fm) in enumerate(zip(fingers, finger_masks)):
+        d, _ = _dir(f.angle)
+        along = (x - f.base[0]) * d[0] + (y - f.base[1]) * d[1]
+        labels[fm & hand & (along >= 0)] = FINGERS  # the capsule's end behind the base is palm
+        for t in ((_THUMB_JOINT,) if i == 0 else identity.joint_fractions):
+            knuckles |= fm & (np.abs(along - t * f.length) < _JOINT_HALF_WIDTH)
+    labels[knuckles & hand] = KNUCKLES
+    labels[hand & (y < -ph)] = WRIST
+    return np.asarray(Image.fromarray(labels).resize((w, h), Image.Resampling.NEAREST))
 
 
 def _finish(colour: Image.Image, mask: Image.Image, nuis: Nuisance, w: int, h: int) -> Image.Image:

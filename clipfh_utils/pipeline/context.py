@@ -6,6 +6,7 @@ object, so a notebook holds no path or device logic of its own. An invocation gr
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,14 @@ class Run:
         """The first dataset of the profile (the one the stage notebooks train on)."""
         return self.datasets[0]
 
+    def dataset_named(self, key: str) -> HandDataset:
+        """The profile's dataset with this key (a metrics payload's "dataset")."""
+        for ds in self.datasets:
+            if ds.key == key:
+                return ds
+        raise LookupError(f"no dataset '{key}' in profile {self.profile.name}; it has "
+                          f"{', '.join(d.key for d in self.datasets)}")
+
     def protocol(self, ds: HandDataset | None = None) -> Protocol:
         return (ds or self.dataset).protocol()
 
@@ -76,14 +85,14 @@ class Run:
             self._experiments = resolve_experiments(self.profile, self.profile_source)
         return [e for e in self._experiments if stage is None or e.stage == stage]
 
-    def run_stage(self, stage: str, progress: bool = True) -> list[ExperimentResult]:
-        """Every experiment of `stage` on every dataset of the profile."""
-        return [run_experiment(self, e, ds, progress=progress)
+    def run_stage(self, stage: str, progress: bool | None = None) -> list[ExperimentResult]:
+        """Every experiment of `stage` on every dataset of the profile (progress bars: see `_bars`)."""
+        return [run_experiment(self, e, ds, progress=_bars(progress))
                 for e in self.experiments(stage) for ds in self.datasets]
 
     def run_experiment(self, exp: Experiment, ds: HandDataset | None = None,
-                       progress: bool = True) -> ExperimentResult:
-        return run_experiment(self, exp, ds, progress=progress)
+                       progress: bool | None = None) -> ExperimentResult:
+        return run_experiment(self, exp, ds, progress=_bars(progress))
 
     def banner(self) -> str:
         """Markdown header for reports: the data, and whether numbers mean anything for hands."""
@@ -98,6 +107,12 @@ class Run:
                          + (f"Backbones with random weights: {', '.join(untrained)}. " if untrained else "")
                          + "These numbers only show that the pipeline runs end to end.")
         return "\n\n".join(lines)
+
+
+def _bars(progress: bool | None) -> bool:
+    """Progress bars by default, except in batch runs (the runner sets TQDM_DISABLE): tqdm's
+    notebook bars ignore that variable and would leave widget state in the reports."""
+    return (not os.environ.get("TQDM_DISABLE")) if progress is None else progress
 
 
 def open_run(profile: str | Path = "demo", run_dir: str | Path = "", overrides: list[str] | None = None,

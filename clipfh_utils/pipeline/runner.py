@@ -6,8 +6,16 @@ outputs/<profile>/
   invocations/<id>/
     manifest.json                         what this invocation ran and produced
     notebooks/<name>.ipynb                executed notebooks (<name>.failed.ipynb: partial, for inspection)
-    reports/<name>.html                   code hidden, figures embedded
+    run.log                               cell output, per-epoch progress with ETA, kernel log lines
+    reports/<name>.html                   code hidden, figures embedded, nothing fetched online
+    figures/<name>/<figure>.{pdf,svg,png} every figure of the notebook (clipfh_utils.workbook)
+    tables/<name>/<table>.{csv,tex}       its summary tables
     index.html                            this invocation's index
+
+The console shows one line per notebook and the report's path; the kernels talk to the runner
+over local IPC sockets (no TCP port, no "running over TCP without encryption" warning), and the
+whole story (papermill's cell output, per-epoch progress, the kernels' own log lines) goes to
+invocations/<id>/run.log.
 
 Every experiment config, dataset, weights file and run folder is checked before the first
 notebook starts (pipeline.preflight), so a typo in a key, a missing image or an unfinished run
@@ -19,13 +27,16 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from .. import runlog
 from ..atomic import atomic_write_text
 from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_config_path, to_dict
 from ..provenance import environment
+from ..report.export import NOTEBOOK_ENV
 from ..report.index import write_index
 from ..runs import index_lock, invocation_dir, latest_invocation, new_invocation, read_manifest, update_manifest
 from .preflight import preflight
@@ -94,14 +105,64 @@ def kernel_environment(out: Path) -> None:
         os.environ.setdefault(k, v)
 
 
+TEMPLATES = Path(__file__).resolve().parents[1] / "report" / "templates"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+class _NoAltTextNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Alternative text is missing" not in record.getMessage()
+
+
+_NO_ALT_TEXT_NOTE = _NoAltTextNote()
+
+
 def export_html(notebook: Path, target: Path) -> Path:
+    """The report: code hidden, figures embedded, no script from the network (so it works
+    offline), and no widget outputs or widget state (they cannot render in static HTML)."""
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(notebook, as_version=4)
-    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                           exclude_output_prompt=True).from_notebook_node(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET_MIME not in o.get("data", {})]
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            template_file="offline.html.j2", extra_template_paths=[str(TEMPLATES)])
+    # nbconvert gives every figure a generic alt text and says so on the console, once per report
+    exporter.log.addFilter(_NO_ALT_TEXT_NOTE)
+    body, _ = exporter.from_notebook_node(nb)
     atomic_write_text(target, body)
     return target
+
+
+def ipc_kernel_manager(folder: Path) -> type:
+    """A kernel manager whose kernels listen on IPC sockets in `folder` instead of TCP ports, and
+    whose process-level output (kernel log lines, e.g. the interrupt jupyter_client sends at every
+    shutdown) goes to the file in the class attribute `log_file` instead of the console. Cell output is
+    unaffected: it travels over the sockets into the notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        log_file: Path | None = None
+
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return str(folder / f"k{uuid.uuid4().hex[:8]}")
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+            if self.log_file is None:
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_file, "ab") as f:  # the child keeps its own copy of the descriptor
+                return await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": f, "stderr": f})
+
+    return IPCKernelManager
 
 
 def run_pipeline(profile: str = "demo", only: list[str] | None = None,
@@ -111,9 +172,6 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     A full run starts a new invocation; `only` adds to the newest one (so `--only 04_comparison`
     compares what the last run produced).
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     params = list(params or [])
     prof = load_profile(profile, params)
     profile_path = resolve_config_path(profile, "profiles").resolve()
@@ -130,6 +188,21 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     if inv is None:
         inv = new_invocation(out, {"profile": prof.name, "profile_config": to_dict(prof),
                                    "overrides": params, "environment": environment()})
+    print(f"[clipfh] profile {prof.name} · invocation {inv} · output {display_path(out)}", flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="clipfh-kernels-") as sockets:
+            _run_notebooks(names, prof, profile_path, params, out, inv, Path(sockets))
+    finally:
+        os.environ.pop(NOTEBOOK_ENV, None)
+    with index_lock(out):
+        return write_index(out, inv)
+
+
+def _run_notebooks(names: list[str], prof, profile_path: Path, params: list[str], out: Path, inv: str,
+                   sockets: Path) -> None:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
     inv_dir = invocation_dir(out, inv)
     status = read_manifest(out, inv).get("notebooks", {})
     log_path = inv_dir / "run.log"
@@ -140,18 +213,20 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     cells.addHandler(handler)
     cells.setLevel(logging.INFO)
     cells.propagate = False
-    print(f"[clipfh] profile {prof.name} · invocation {inv} · output {display_path(out)}\n"
-          f"[clipfh] follow the run: tail -f {display_path(log_path)}", flush=True)
+    print(f"[clipfh] follow the run: tail -f {display_path(log_path)}", flush=True)
+    manager = ipc_kernel_manager(sockets)
+    manager.log_file = log_path  # the kernel process's own lines (not cell output) go there too
     try:
-        for name in names:
+        for i, name in enumerate(names, 1):
             src, dst = NOTEBOOK_DIR / f"{name}.ipynb", inv_dir / "notebooks" / f"{name}.ipynb"
             dst.parent.mkdir(parents=True, exist_ok=True)
-            print(f"[clipfh] running {name} ...", flush=True)
+            print(f"[clipfh] {i}/{len(names)} {name} ...", flush=True)
+            os.environ[NOTEBOOK_ENV] = name  # the kernel inherits it: figures/<name>/, no widgets
             t0 = time.perf_counter()
             tmp, failed = dst.with_name(f".{name}.running.ipynb"), dst.with_name(f"{name}.failed.ipynb")
             try:
                 pm.execute_notebook(str(src), str(tmp), kernel_name="python3", cwd=str(NOTEBOOK_DIR),
-                                    progress_bar=False, log_output=True,
+                                    progress_bar=False, log_output=True, kernel_manager_class=manager,
                                     parameters={"profile": str(profile_path), "run_dir": str(out),
                                                 "overrides": params, "invocation": inv})
             except Exception as e:
@@ -181,6 +256,4 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
         cells.removeHandler(handler)
         handler.close()
         os.environ.pop(runlog.ENV, None)
-    with index_lock(out):
-        return write_index(out, inv)
 

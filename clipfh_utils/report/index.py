@@ -10,7 +10,8 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..provenance import short_environment
 from ..runs import folder_size, invocation_dir, latest_invocation, read_manifest, run_dir
-from .results import PROTOCOL_LABELS, comparison_table, earlier_runs, invocation_metrics
+from .export import FIGURES, TABLES, exported
+from .results import PROTOCOL_LABELS, comparison_table, display_table, earlier_runs, invocation_metrics, table_note
 
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px} table{border-collapse:collapse}"
           " td,th{padding:3px 8px;border:1px solid #bbb;white-space:nowrap} .warn{background:#fff3cd;"
@@ -20,6 +21,30 @@ _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px} table{border
 def _table(df, cols) -> str:
     cols = [c for c in cols if c in df.columns]
     return df[cols].to_html(index=False, escape=True, na_rep="")
+
+
+def _exports(out: Path, inv: str, base: str) -> str:
+    """Links to every exported figure (PDF, SVG, PNG) and table (CSV, LaTeX), per notebook."""
+    found = exported(out, inv)
+    if not any(found.values()):
+        return ""
+    parts = ["<h2>Figures and tables to take away</h2><p>PNG at 300 dpi, PDF and SVG for print; "
+             "tables as CSV (full numbers) and LaTeX (booktabs). Each file names the commit and runs "
+             "that produced it.</p>"]
+    for kind, title in ((FIGURES, "Figures"), (TABLES, "Tables")):
+        rows = []
+        for notebook, files in found[kind].items():
+            stems: dict[str, list[Path]] = {}
+            for f in files:
+                stems.setdefault(f.stem, []).append(f)
+            for stem, fs in stems.items():
+                links = " ".join(f'<a href="{base}{kind}/{html.escape(notebook)}/{html.escape(f.name)}">'
+                                 f"{f.suffix[1:]}</a>" for f in sorted(fs, key=lambda f: f.suffix))
+                rows.append(f"<tr><td>{html.escape(notebook)}</td><td>{html.escape(stem)}</td><td>{links}</td></tr>")
+        if rows:
+            parts.append(f"<h3>{title}</h3><table><tr><th>notebook</th><th>name</th><th>files</th></tr>"
+                         + "".join(rows) + "</table>")
+    return "\n".join(parts)
 
 
 def render_index(out: Path, inv: str, base: str = "") -> str:
@@ -51,12 +76,13 @@ def render_index(out: Path, inv: str, base: str = "") -> str:
     for proto, label in PROTOCOL_LABELS.items():
         table = comparison_table(metrics, proto)
         if not table.empty:
-            table["size_MB"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
-            parts.append(f"<h2>Results — {html.escape(label)}</h2><p>Mean ± sd over the Monte Carlo "
-                         "splits and training seeds pooled; <code>seeds</code> and <code>splits</code> "
-                         "count them.</p>"
-                         + _table(table, ["stage", "model", "backbone", "dataset", "rank1", "rank5", "rank10",
-                                          "mAP", "seeds", "splits", "run", "size_MB", "weights"]))
+            shown = display_table(table)
+            shown["run"] = table["run"]
+            shown["size (MB)"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
+            shown["weights"] = table["weights"]
+            parts.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(shown, list(shown.columns))
+                         + f"<p><small>{html.escape(table_note(table))}</small></p>")
+    parts.append(_exports(out, inv, base))
     earlier = earlier_runs(out, inv)
     if not earlier.empty:
         parts.append("<h2>Earlier runs in this folder (not part of this invocation)</h2>"

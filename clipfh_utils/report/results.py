@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..config import REPO_ROOT, config_diff
-from ..evaluation import METRICS, format_mean_sd, summarize
+from ..evaluation import METRICS, cmc_from_ranks, identity_bootstrap, paired_bootstrap, seed_split_sd
 from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir
 
 # 11k Hands numbers from the papers (reference notes section 7), kept as data, not code.
@@ -22,6 +24,8 @@ PUBLISHED_CSV = REPO_ROOT / "data" / "published_11k.csv"
 PROTOCOL_LABELS = {"mbanet": "mbanet: gallery_all, trapezoid AP",
                    "clipfh": "clipfh: single-aspect gallery, standard AP"}
 STAGE_ORDER = {"stage1": 0, "stage2": 1, "stage3": 2, "baseline": 3}
+# the identity bootstrap behind every interval: resamples and seed (fixed: tables are reproducible)
+BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED = 2000, 0
 
 
 def published_table() -> pd.DataFrame:
@@ -36,7 +40,11 @@ def published_table() -> pd.DataFrame:
 
 
 def invocation_metrics(out: str | Path, invocation: str | None = None) -> list[dict]:
-    """The metrics payloads the invocation recorded (the newest invocation by default)."""
+    """The metrics payloads the invocation recorded (the newest invocation by default).
+
+    Each payload gets "metrics_file" (its path, not stored in the file) so that the per-query
+    results beside it can be found. When the invocation covers several datasets, each "model"
+    label gets " · <dataset>" so that every table and figure row names one model on one dataset."""
     out = Path(out)
     inv = invocation or latest_invocation(out)
     if inv is None:
@@ -46,35 +54,241 @@ def invocation_metrics(out: str | Path, invocation: str | None = None) -> list[d
     for e in entries:
         f = out / e["metrics"]
         if f.exists():
-            payloads.append(json.loads(f.read_text()))
+            payloads.append({**json.loads(f.read_text()), "metrics_file": str(f)})
+    if len({m["dataset"] for m in payloads}) > 1:  # the same experiment on several datasets: say which
+        for m in payloads:
+            m["model"] = f"{m['model']} · {m['dataset']}"
     return sorted(payloads, key=lambda m: (STAGE_ORDER.get(m["stage"], 9), m["experiment"], m["mode"]))
 
 
-def comparison_table(metrics: list[dict], protocol: str = "clipfh") -> pd.DataFrame:
-    """One row per (stage, experiment, mode, dataset): mean ± sd over splits (and seeds)."""
+def per_query(m: dict) -> pd.DataFrame | None:
+    """The per-query results (protocol, split, query, person_id, rank, ap, seed) of a payload."""
+    f = m.get("metrics_file")
+    if not f:
+        return None
+    path = Path(f).with_name(Path(f).stem + ".per_query.csv.gz")
+    if not path.exists():
+        return None
+    key = (path, path.stat().st_mtime_ns)  # a re-evaluation rewrites the file: read it again
+    if key not in _PER_QUERY:
+        _PER_QUERY[key] = pd.read_csv(path, dtype={"person_id": str, "query": str})
+    return _PER_QUERY[key]
+
+
+_PER_QUERY: dict[tuple[Path, int], pd.DataFrame] = {}
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int = BOOTSTRAP_SAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
+    """One row per (stage, experiment, mode, dataset): per metric the mean, the sd between
+    training seeds and the sd between splits (ddof 1), and a 95 % bootstrap interval over test
+    identities (`n_boot` resamples, seeded); training time and speed."""
     rows = []
     for m in metrics:
         per = pd.DataFrame(m["per_split"])
         per = per[per["protocol"] == protocol]
         if per.empty:
             continue
-        s = summarize(per)
+        sds = seed_split_sd(per)
+        pq = per_query(m)
+        pq = pq[pq["protocol"] == protocol] if pq is not None else None
         train = m.get("train") or {}
-        row = {"stage": m["stage"], "model": m["model"], "mode": m.get("mode", ""),
-               "method": m.get("method_title", m["method"]),
-               "backbone": m["backbone"], "run": m["run"], "dataset": m["dataset"]}
-        row.update(format_mean_sd(s).iloc[0].to_dict())
+        row = {"stage": m["stage"], "model": m["model"], "mode": m.get("mode", ""), "method": m.get("method_title", m["method"]),
+               "backbone": m["backbone"], "run": m["run"], "dataset": m["dataset"], "protocol": protocol}
         for metric in METRICS:
-            row[f"{metric}_mean"] = float(s[("mean", metric)].iloc[0])
-            row[f"{metric}_sd"] = float(s[("sd", metric)].iloc[0])
-        embed = list((m.get("embed_images_per_s") or {}).values())
-        row.update({"seeds": len(m["seeds"]), "splits": m["n_splits"],
-                    "embed_img_s": sum(embed) / len(embed) if embed else None,
-                    "train_s": sum(t["seconds"] for t in train.values()) if train else None,
-                    "train_img_s": (sum(t["images_per_s"] for t in train.values()) / len(train)) if train else None,
-                    "data": m.get("data", "?"), "weights": m.get("weights", "?")})
+            row[metric] = ""  # the shown "mean [interval]", filled below
+            row[f"{metric}_mean"] = float(sds.loc[metric, "mean"])
+            row[f"{metric}_seed_sd"] = float(sds.loc[metric, "seed_sd"])
+            row[f"{metric}_split_sd"] = float(sds.loc[metric, "split_sd"])
+            ci = identity_bootstrap(pq, metric, n_boot, seed) if pq is not None and len(pq) else None
+            row[f"{metric}_ci_lo"] = ci.lo if ci else float("nan")
+            row[f"{metric}_ci_hi"] = ci.hi if ci else float("nan")
+            row[metric] = f"{_fmt(row[f'{metric}_mean'])} [{_fmt(row[f'{metric}_ci_lo'], 1)}, {_fmt(row[f'{metric}_ci_hi'], 1)}]"
+        row.update({"seeds": int(sds["n_seeds"].iloc[0]), "splits": m["n_splits"],
+                    "test_ids": per_query_ids(pq), "n_boot": n_boot, "boot_seed": seed,
+                    "train_s": _mean(t["seconds"] for t in train.values()),
+                    "train_img_s": _mean(t["images_per_s"] for t in train.values()),
+                    "embed_img_s": _mean((m.get("embed_images_per_s") or {}).values()),
+                    "data": m.get("data", "?"), "weights": m.get("weights", "?"),
+                    "real_data": m.get("real_data", False), "pretrained": m.get("pretrained", False),
+                    "split_seed": m.get("split_seed"), "metrics_file": m.get("metrics_file")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def per_query_ids(pq: pd.DataFrame | None) -> int | None:
+    return int(pq["person_id"].nunique()) if pq is not None and len(pq) else None
+
+
+def _fmt(x: float | None, digits: int = 2) -> str:
+    return "—" if x is None or pd.isna(x) else f"{x:.{digits}f}"
+
+
+METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP"}
+
+
+def display_table(table: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """The comparison as a reader sees it: mean [95 % interval] per metric, the two sds of mAP
+    and Rank-1, n, time and speed (column meanings: `table_note`). `extra`: columns of `table`
+    shown after the backbone (e.g. an ablation's settings)."""
+    out = pd.DataFrame({"model": table["model"], "stage": table["stage"], "backbone": table["backbone"]})
+    for c in extra:
+        out[c] = table[c].map(lambda v: "—" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+    for m, label in METRIC_LABELS.items():
+        out[f"{label} (%)"] = table[m]
+    for m in ("mAP", "rank1"):
+        out[f"{METRIC_LABELS[m]} sd seeds"] = table[f"{m}_seed_sd"].map(_fmt)
+        out[f"{METRIC_LABELS[m]} sd splits"] = table[f"{m}_split_sd"].map(_fmt)
+    out["n (seeds × splits)"] = [f"{a} × {b}" for a, b in zip(table["seeds"], table["splits"])]
+    out["training s/seed"] = table["train_s"].map(lambda v: _fmt(v, 0))
+    out["training img/s"] = table["train_img_s"].map(lambda v: _fmt(v, 0))
+    out["embedding img/s"] = table["embed_img_s"].map(lambda v: _fmt(v, 0))
+    return out
+
+
+def table_note(table: pd.DataFrame) -> str:
+    """What the comparison table's columns mean, with this table's numbers (ids, resamples)."""
+    ids = sorted({int(v) for v in table["test_ids"].dropna()}) if "test_ids" in table else []
+    n_ids = " / ".join(map(str, ids)) or "the"
+    n_boot = int(table["n_boot"].iloc[0]) if len(table) else BOOTSTRAP_SAMPLES
+    seed = int(table["boot_seed"].iloc[0]) if len(table) else BOOTSTRAP_SEED
+    return (f"Mean over training seeds and Monte Carlo splits, in %. [a, b]: 95 % percentile bootstrap "
+            f"interval over the {n_ids} test identities ({n_boot} resamples, seed {seed}; identities drawn "
+            "with replacement together with all their queries, gallery fixed). sd seeds: sd between training "
+            "seeds of each seed's mean over the splits; sd splits: mean over seeds of the sd over the splits "
+            "(both ddof 1; — with one seed). The splits reuse the same test identities, so the split sd "
+            "understates the uncertainty of a new set of people; the bootstrap interval is the one to "
+            "quote. n = seeds × splits behind each mean. Training time and images/s: mean per seed; "
+            "embedding images/s: evaluation feature extraction.")
+
+
+def paired_table(metrics: list[dict], protocol: str = "clipfh", same_backbone: bool = True,
+                 n_boot: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> pd.DataFrame:
+    """B − A in mAP and Rank-1 with paired bootstrap intervals, for every two experiments on the
+    same dataset and splits (and backbone, with `same_backbone`); A comes first in `metrics`
+    (the earlier stage). "B better" needs the whole interval above zero."""
+    items = [(m, per_query(m)) for m in metrics]
+    items = [(m, pq[pq["protocol"] == protocol]) for m, pq in items if pq is not None]
+    keys = ("dataset", "split_seed", "n_splits") + (("backbone",) if same_backbone else ())
+    rows = []
+    for i, (a, qa) in enumerate(items):
+        for b, qb in items[i + 1:]:
+            same = all(a.get(k) == b.get(k) for k in keys)
+            if not same or qa.empty or qb.empty:
+                continue
+            row = {"A": a["model"], "B": b["model"], "stage A": a["stage"], "stage B": b["stage"],
+                   "backbone": a["backbone"] if a["backbone"] == b["backbone"] else f"{a['backbone']} / {b['backbone']}",
+                   "protocol": protocol}
+            for metric in ("mAP", "rank1"):
+                d = paired_bootstrap(qa, qb, metric, n_boot, seed)
+                row.update({f"d_{metric}": d.estimate, f"d_{metric}_lo": d.lo, f"d_{metric}_hi": d.hi})
+            lo, hi = row["d_mAP_lo"], row["d_mAP_hi"]
+            row["verdict"] = "B better" if lo > 0 else "A better" if hi < 0 else "not resolved"
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def display_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "A": pairs["A"], "B": pairs["B"], "backbone": pairs["backbone"],
+        "ΔmAP (B − A)": pairs["d_mAP"].map(_fmt),
+        "ΔmAP 95 % interval": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(pairs["d_mAP_lo"], pairs["d_mAP_hi"])],
+        "ΔRank-1 (B − A)": pairs["d_rank1"].map(_fmt),
+        "ΔRank-1 95 % interval": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in
+                                  zip(pairs["d_rank1_lo"], pairs["d_rank1_hi"])],
+        "mAP verdict": pairs["verdict"]})
+
+
+PAIRS_NOTE = ("Differences in percentage points, B minus A, on the same splits (each experiment "
+              "averaged over its seeds). Intervals: paired 95 % bootstrap over test identities (the same "
+              "resampled identities for A and B). 'B better' / 'A better' only when the whole mAP interval "
+              "lies on one side of zero.")
+
+
+def published_comparison(table: pd.DataFrame, aspect: str = "dorsal right") -> pd.DataFrame:
+    """Published numbers of one aspect beside ours measured under the same protocol."""
+    pub = published_table()
+    pub = pub[pub["aspect"] == aspect]
+    rows = [{"protocol": r.protocol, "method": r.method, "Rank-1 (%)": f"{r.rank1:.2f}",
+             "mAP (%)": f"{r.mAP:.2f}", "source": f"published: {r.source}"} for r in pub.itertuples()]
+    for r in table.itertuples():
+        rows.append({"protocol": PROTOCOL_LABELS[r.protocol], "method": f"{r.model} (this run)",
+                     "Rank-1 (%)": _fmt(r.rank1_mean), "mAP (%)": _fmt(r.mAP_mean),
+                     "source": ("real images" if r.real_data else "SYNTHETIC images") + " · "
+                     + ("pretrained" if r.pretrained else "random-init") + " weights"})
+    return pd.DataFrame(rows).sort_values("protocol", kind="stable").reset_index(drop=True)
+
+
+def of_stages(metrics: list[dict], *stages: str) -> list[dict]:
+    """The payloads of the given stages (all of them without stages), in table order."""
+    return [m for m in metrics if not stages or m["stage"] in stages]
+
+
+def per_split_frame(metrics: list[dict]) -> pd.DataFrame:
+    """Every payload's per-split rows (protocol, split, seed, metrics) with a `model` column."""
+    frames = [pd.DataFrame(m["per_split"]).assign(model=m["model"], stage=m["stage"]) for m in metrics]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def cmc_curves(metrics: list[dict], protocol: str = "clipfh", max_rank: int = 20) -> dict[str, np.ndarray]:
+    """model -> (seeds × splits, max_rank) CMC curves in percent, from the per-query ranks."""
+    out = {}
+    for m in metrics:
+        pq = per_query(m)
+        if pq is None:
+            continue
+        pq = pq[pq["protocol"] == protocol]
+        groups = pq.groupby(["seed", "split"] if "seed" in pq else ["split"])["rank"]
+        out[m["model"]] = np.stack([cmc_from_ranks(r.to_numpy(), max_rank) for _, r in groups])
+    return out
+
+
+def per_seed_table(m: dict) -> pd.DataFrame:
+    """One experiment per training seed and protocol: mean and sd over the splits."""
+    per = pd.DataFrame(m["per_split"])
+    rows = []
+    for (proto, seed), d in per.groupby(["protocol", "seed"], sort=True):
+        sds = seed_split_sd(d)
+        row = {"protocol": proto, "seed": seed}
+        for metric, label in METRIC_LABELS.items():
+            row[f"{label} (%)"] = f"{sds.loc[metric, 'mean']:.2f} ± {_fmt(sds.loc[metric, 'split_sd'])}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+PER_SEED_NOTE = ("Mean ± sd over the Monte Carlo splits (ddof 1) for each training seed: the seed-to-seed "
+                 "differences here are what the comparison table's 'sd seeds' summarises.")
+
+
+def best_row(table: pd.DataFrame, metric: str = "mAP") -> pd.Series:
+    return table.loc[table[f"{metric}_mean"].idxmax()]
+
+
+def like_for_like(table: pd.DataFrame) -> str:
+    """Which of this run's numbers may be compared with which published ones."""
+    if table.empty:
+        return "No results of this invocation to compare."
+    real = bool(table["real_data"].astype(bool).all())
+    pretrained = bool(table["pretrained"].astype(bool).all())
+    if not real or not pretrained:
+        why = " and ".join((["the images are synthetic"] if not real else [])
+                           + (["the weights are random"] if not pretrained else []))
+        return (f"**No comparison with a published number is like-for-like in this invocation:** {why}. "
+                "The table only shows where each number sits and under which protocol it was measured.")
+    pub = published_table()
+    lines = ["Like-for-like comparisons (same protocol, real images, pretrained weights):"]
+    for proto, label in PROTOCOL_LABELS.items():
+        ours = sorted(table.loc[table["protocol"] == proto, "model"])
+        theirs = sorted(pub.loc[pub["protocol"] == label, "method"])
+        if ours and theirs:
+            lines.append(f"- {label}: ours ({', '.join(ours)}) vs {', '.join(theirs)}.")
+    lines.append("Numbers across the two protocols are different measurements and are never compared.")
+    return "\n".join(lines)
 
 
 def earlier_runs(out: str | Path, invocation: str | None = None) -> pd.DataFrame:
@@ -96,3 +310,13 @@ def earlier_runs(out: str | Path, invocation: str | None = None) -> pd.DataFrame
                                               if ref is not None else "no current run of this experiment"),
                      "size_MB": round(folder_size(run_dir(out, rec["name"])) / 2**20, 1)})
     return pd.DataFrame(rows)
+
+
+def concat_tables(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """The comparison tables of several protocols ({protocol: (table, pairs)}) in one frame."""
+    frames = [t for t, _ in tables.values()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def payload_of(metrics: list[dict], model: str) -> dict:
+    return next(m for m in metrics if m["model"] == model)

@@ -27,13 +27,13 @@ def invocation_transfers(out: str | Path, invocation: str | None = None) -> list
     for e in read_manifest(out, inv).get("transfers", {}).values():
         f = out / e["metrics"]
         if f.exists():
-            payloads.append(json.loads(f.read_text()))
+            payloads.append({**json.loads(f.read_text()), "metrics_file": str(f)})  # per-query file beside it
     return payloads
 
 
 def transfer_table(metrics: list[dict], protocol: str = "clipfh") -> pd.DataFrame:
-    """One row per (model, train set, test set): the comparison table's columns (mean ± sd, means,
-    provenance) plus the train and test sets and how many seen identities were removed."""
+    """One row per (model, train set, test set): the comparison table's columns (means, seed and
+    split sd, bootstrap intervals, provenance) plus the train and test sets and how many seen identities were removed."""
     base = comparison_table(metrics, protocol)
     if base.empty:
         return base
@@ -55,7 +55,7 @@ def transfer_matrix(table: pd.DataFrame) -> pd.DataFrame:
             .fillna("–").rename_axis(columns="test set → (mAP / R1)"))
 
 
-def transfer_heatmap(table: pd.DataFrame, metric: str = "mAP", title: str = ""):
+def transfer_heatmap(table: pd.DataFrame, metric: str = "mAP", title: str = "", name: str = "transfer"):
     """The table's `metric` (mean) as a (model, train set) x test set heatmap, 0-100."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -63,6 +63,8 @@ def transfer_heatmap(table: pd.DataFrame, metric: str = "mAP", title: str = ""):
     fig, ax = plt.subplots(figsize=(2.5 + 1.6 * grid.shape[1], 1.2 + 0.5 * grid.shape[0]))
     sns.heatmap(grid, annot=True, fmt=".1f", vmin=0, vmax=100, cmap="viridis", ax=ax, cbar_kws={"label": metric})
     ax.set_ylabel("model · train set")
+    ax.set_xlabel("test set")
     ax.set_title(title or f"{metric}: trained on (rows) x tested on (columns)")
     fig.tight_layout()
+    fig.set_label(name)
     return fig

@@ -33,3 +33,17 @@ def validation_metrics(embed: Callable[[torch.Tensor], torch.Tensor], data: Trai
     g = embed_images(embed, data.images, mean, std, device, batch_size, amp=amp)
     res = rank_metrics(q @ g.T, data.val_labels.cpu(), data.labels.cpu())
     return {f"val_{k}": v for k, v in res.items()}
+
+
+def monitor_for(module: torch.nn.Module, embed: Callable[[torch.Tensor], torch.Tensor], data: TrainData,
+                ctx) -> Callable[[], dict[str, float]]:
+    """The training loop's validation monitor: `module` in eval mode for the measurement and back
+    in training mode after; `ctx` gives the backbone's normalisation (ctx.clip.mean/std), the
+    device and autocast (a method's BuildContext)."""
+    def monitor() -> dict[str, float]:
+        module.eval()
+        try:
+            return validation_metrics(embed, data, ctx.clip.mean, ctx.clip.std, ctx.device, ctx.amp)
+        finally:
+            module.train()
+    return monitor

@@ -15,7 +15,7 @@ import torch
 from ...backbones.features import embed_images
 from ...training import optim
 from ...training.augment import DeviceAugment
-from ...training.data import TrainData, validation_metrics
+from ...training.data import TrainData, monitor_for
 from ...training.losses import symmetric_supcon, weighted_total
 from ...training.loop import PartialState, Phase
 from ...training.sampler import PKSampler
@@ -124,11 +124,7 @@ def finetune_phase(cfg: ClipReidCfg, model: ClipReid, data: TrainData, ctx: Buil
     def inputs(idx: torch.Tensor) -> tuple:
         return aug(data.images[idx]), data.labels[idx]
 
-    def monitor() -> dict[str, float]:
-        model.image.eval()
-        res = validation_metrics(model.image.embed, data, ctx.clip.mean, ctx.clip.std, ctx.device, ctx.amp)
-        model.image.train()
-        return res
+    monitor = monitor_for(model.image, model.image.embed, data, ctx)
 
     terms = ["id", "triplet", "i2t"] + (["center"] if model.center is not None else [])
     train = [model.image] + ([model.text] if trainable_text else [])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...config import BackboneCfg, ConfigError, setting
+from ...config import BackboneCfg, check_increasing, setting
 from ...training.augment import AugmentCfg
 from ..base import ExperimentCfg
 
@@ -34,8 +34,7 @@ class BotTrainCfg:
     monitor_every: int = setting(0, ge=0, identity=False)  # epochs; validation images of TRAINING ids
 
     def check(self, where: str) -> None:
-        if sorted(self.milestones) != list(self.milestones):
-            raise ConfigError(f"{where}.milestones: must be increasing, got {self.milestones}")
+        check_increasing(self.milestones, f"{where}.milestones")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import torch
 
 from ...training import optim
 from ...training.augment import DeviceAugment
-from ...training.data import TrainData, validation_metrics
+from ...training.data import TrainData, monitor_for
 from ...training.losses import weighted_total
 from ...training.loop import Phase
 from ...training.sampler import PKSampler
@@ -43,11 +43,7 @@ def plan(cfg: CnnBaselineCfg, model: BoT, data: TrainData, ctx: BuildContext) ->
         terms = bot_terms(feat, logits, labels, cfg, model.center)
         return weighted_total(terms, t.loss_weights), terms
 
-    def monitor() -> dict[str, float]:
-        model.eval()
-        res = validation_metrics(model.embed, data, ctx.clip.mean, ctx.clip.std, ctx.device, ctx.amp)
-        model.train()
-        return res
+    monitor = monitor_for(model, model.embed, data, ctx)
 
     terms = ["id", "triplet"] + (["center"] if model.center is not None else [])
     phase = Phase("train", t.epochs, opt,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ...training.augment import DeviceAugment
-from ...training.data import TrainData, validation_metrics
+from ...training.data import TrainData, monitor_for
 from ...training.losses import weighted_total
 from ...training.loop import PartialState, Phase
 from ...training.sampler import PKSampler
@@ -91,11 +91,7 @@ def train_phase(cfg: PromptSGCfg, model: Model, data: TrainData, ctx: BuildConte
         terms = promptsg_terms(out, labels, cfg)
         return weighted_total(terms, o.loss_weights), terms
 
-    def monitor() -> dict[str, float]:
-        model.eval()
-        res = validation_metrics(model.embed, data, ctx.clip.mean, ctx.clip.std, ctx.device, ctx.amp)
-        model.train()
-        return res
+    monitor = monitor_for(model, model.embed, data, ctx)
 
     terms = ["id", "triplet"] + (["supcon"] if cfg.composes else [])
     return Phase("train", o.epochs, opt,
