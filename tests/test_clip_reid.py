@@ -280,8 +280,11 @@ def test_resume_refuses_another_seeds_checkpoint(tmp_path):
 
     with pytest.raises(Interrupt):
         train_seed(tiny_cfg(), tiny_data(), tmp_path, on_epoch_end=stop)
-    with pytest.raises(ValueError, match="seed 0, not 1"):
+    from clipfh_utils.pipeline.runner import bad_input_errors
+    from clipfh_utils.training.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt: checkpoint is for seed 0, not 1 .*delete it") as e:
         train_seed(tiny_cfg(), tiny_data(), tmp_path, seed=1, resume=True)
+    assert isinstance(e.value, bad_input_errors())  # "fix the input": exit code 2, one line
 
 
 def test_the_compiled_loss_serves_every_seed_without_recompiling():

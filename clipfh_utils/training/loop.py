@@ -156,7 +156,8 @@ class Trainer:
         self.resumed = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.exists() else None
         if self.resumed is not None:
             if self.resumed["seed"] != seed:
-                raise ValueError(f"{self.ckpt_path}: checkpoint is for seed {self.resumed['seed']}, not {seed}")
+                raise CheckpointError(f"{self.ckpt_path}: checkpoint is for seed {self.resumed['seed']}, not {seed} "
+                                      "(a seed folder copied by hand?); delete it to train this seed from scratch")
             for name, obj in self.state.items():
                 try:
                     obj.load_state_dict(self.resumed["states"][name])
