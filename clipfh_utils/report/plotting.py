@@ -214,7 +214,7 @@ def comparison_bars(table: pd.DataFrame, metric: str = "mAP", title: str = "", n
 
 def difference_forest(pairs: pd.DataFrame, metric: str = "mAP", title: str = "", name: str = "differences"):
     """Paired differences B − A with their 95 % bootstrap intervals; 0 = no difference."""
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.35 * len(pairs) + 1.1))
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.35 * len(pairs) + 1.5))
     y = np.arange(len(pairs))
     d = pairs[f"d_{metric}"].to_numpy()
     lo, hi = pairs[f"d_{metric}_lo"].to_numpy(), pairs[f"d_{metric}_hi"].to_numpy()
@@ -227,7 +227,10 @@ def difference_forest(pairs: pd.DataFrame, metric: str = "mAP", title: str = "",
     ax.set_xlabel(f"difference in {metric} (percentage points) · 95 % paired bootstrap interval")
     span = max(5.0, float(np.nanmax(np.abs(np.concatenate([lo, hi])))) * 1.1) if len(pairs) else 5.0
     ax.set_xlim(-span, span)
-    ax.set_title(title or f"{metric}: B − A (blue: interval excludes 0)")
+    key = [mpl.lines.Line2D([], [], ls="", marker="o", color=OKABE_ITO[0], label="interval excludes 0"),
+           mpl.lines.Line2D([], [], ls="", marker="o", color=OKABE_ITO[1], label="interval includes 0")]
+    ax.legend(handles=key, loc="upper center", bbox_to_anchor=(0.5, -0.45 / (0.35 * len(pairs) + 0.4)), ncol=2)
+    ax.set_title(title or f"{metric}: B − A")
     fig.tight_layout()
     return _named(fig, name)
 
