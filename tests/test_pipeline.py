@@ -192,6 +192,8 @@ def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
     for tex in root.glob("tables/*/*.tex"):
         head, rows = parse_latex_table(tex.read_text())
         assert head and rows, tex
+        body = [ln for ln in tex.read_text().splitlines() if not ln.startswith("%")]
+        assert all(ln.isascii() for ln in body), (tex, [ln for ln in body if not ln.isascii()][:2])  # pdflatex
         assert (tex.with_suffix(".csv")).exists()
         assert f'href="invocations/{inv}/tables/{tex.parent.name}/{tex.name}"' in html
     head, rows = parse_latex_table((root / "tables" / "04_comparison" / "comparison_clipfh.tex").read_text())

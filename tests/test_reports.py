@@ -258,6 +258,20 @@ def test_latex_escaping():
     assert export.latex_escape("a_b & 5% #1 {x} ~ ^ \\") == \
         "a\\_b \\& 5\\% \\#1 \\{x\\} \\textasciitilde{} \\textasciicircum{} \\textbackslash{}"
     assert export.latex_escape("71.4 ± 1.0 — 3 × 4") == "71.4 $\\pm$ 1.0 --- 3 $\\times$ 4"
+    assert export.latex_escape("λ (supcon) ↔ text") == "$\\lambda$ (supcon) $\\leftrightarrow$ text"
+
+
+def test_ablation_settings_in_a_table_read_as_configured():
+    """Settings merged beside the metrics: 2 (not 2.0) blocks, "—" where a setting does not apply."""
+    table = pd.DataFrame({"model": ["a", "b"], "stage": ["stage3"] * 2, "backbone": ["vit"] * 2,
+                          "blocks": [2.0, None], "λ (supcon)": [0.5, 0.0]})
+    for m in results.METRICS:
+        table[m], table[f"{m}_seed_sd"], table[f"{m}_split_sd"] = "x", float("nan"), 1.0
+    table = table.assign(seeds=1, splits=10, train_s=None, train_img_s=None, embed_img_s=None)
+    shown = results.display_table(table, extra=["blocks", "λ (supcon)"])
+    assert list(shown.columns[:5]) == ["model", "stage", "backbone", "blocks", "λ (supcon)"]
+    assert list(shown["blocks"]) == [2, "—"] and list(shown["λ (supcon)"]) == [0.5, 0]
+    assert export.latex_table(shown).isascii()
 
 
 def test_index_links_exported_figures_and_tables(tmp_path):

@@ -79,7 +79,8 @@ def save_figure(fig, folder: str | Path, name: str, prov: Provenance) -> list[Pa
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "×": r"$\times$", "−": r"$-$", "—": "---", "–": "--", "Δ": r"$\Delta$",
-                  "≥": r"$\geq$", "≤": r"$\leq$", "·": r"$\cdot$", "✓": r"yes", "✗": r"no"}
+                  "≥": r"$\geq$", "≤": r"$\leq$", "·": r"$\cdot$", "✓": r"yes", "✗": r"no",
+                  "λ": r"$\lambda$", "↔": r"$\leftrightarrow$", "→": r"$\rightarrow$", "≈": r"$\approx$"}
 _LATEX_RE = re.compile("|".join(map(re.escape, _LATEX_SPECIAL)))
 
 

@@ -125,6 +125,14 @@ def per_query_ids(pq: pd.DataFrame | None) -> int | None:
     return int(pq["person_id"].nunique()) if pq is not None and len(pq) else None
 
 
+def _setting(v: object) -> object:
+    """A config value in a table: "—" where it does not apply, 2 rather than 2.0 (a merge with
+    missing values turns integer columns into floats)."""
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "—"
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def _fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None or pd.isna(x) else f"{x:.{digits}f}"
 
@@ -138,7 +146,7 @@ def display_table(table: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFram
     shown after the backbone (e.g. an ablation's settings)."""
     out = pd.DataFrame({"model": table["model"], "stage": table["stage"], "backbone": table["backbone"]})
     for c in extra:
-        out[c] = table[c].map(lambda v: "—" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+        out[c] = table[c].map(_setting)
     for m, label in METRIC_LABELS.items():
         out[f"{label} (%)"] = table[m]
     for m in ("mAP", "rank1"):
