@@ -270,7 +270,7 @@ def test_ablation_settings_in_a_table_read_as_configured():
     table = table.assign(seeds=1, splits=10, train_s=None, train_img_s=None, embed_img_s=None)
     shown = results.display_table(table, extra=["blocks", "λ (supcon)"])
     assert list(shown.columns[:5]) == ["model", "stage", "backbone", "blocks", "λ (supcon)"]
-    assert list(shown["blocks"]) == [2, "—"] and list(shown["λ (supcon)"]) == [0.5, 0]
+    assert list(shown["blocks"]) == ["2", "—"] and list(shown["λ (supcon)"]) == ["0.5", "0"]
     assert export.latex_table(shown).isascii()
 
 

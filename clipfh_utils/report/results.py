@@ -130,7 +130,7 @@ def _setting(v: object) -> object:
     missing values turns integer columns into floats)."""
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return "—"
-    return int(v) if isinstance(v, float) and v.is_integer() else v
+    return f"{v:g}" if isinstance(v, float) else v  # as text: pandas would make 0 next to 0.5 a 0.0
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
