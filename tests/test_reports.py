@@ -185,6 +185,12 @@ def test_reading_text_follows_the_numbers():
     assert "includes 0" in text and "within the seed-to-seed spread" in text
     real = table.assign(real_data=True, pretrained=True)
     assert "not a hand-identification" not in story.read_comparison(real, pairs)
+    # two datasets: a best model on each, never one test set's number against another's
+    two = pd.concat([table.assign(dataset="11k"), table.assign(dataset="hd", mAP_mean=[30.0, 35.0])],
+                    ignore_index=True)
+    text = story.read_comparison(two, pairs.iloc[:0])
+    assert "protocol on 11k the best model is **ft**" in text and "protocol on hd the best model is **ft**" in text
+    assert "40.00 mAP points lower" in text and "5.00 mAP points lower" in text
 
 
 def test_published_numbers_are_like_for_like_only_on_real_data(tmp_path):

@@ -75,15 +75,19 @@ def read_comparison(table: pd.DataFrame, pairs: pd.DataFrame, protocol_label: st
     """Best model overall, and each paired difference with its interval and the seed sd."""
     if table.empty:
         return "No results in this invocation yet."
-    best = _best(table)
-    lines = [_caveat_of(table) if with_caveat else "", "",
-             f"On the {protocol_label or best['protocol']} protocol the best model is **{best['model']}** "
-             f"({STAGE_NAMES.get(best['stage'], best['stage'])}, {best['backbone']}): {_best_numbers(best)}."]
-    others = table.drop(index=best.name)
-    if len(others):
-        second = others.loc[others["mAP_mean"].idxmax()]
-        lines.append(f"The next best, **{second['model']}**, is {best['mAP_mean'] - second['mAP_mean']:.2f} mAP "
-                     "points lower.")
+    lines = [_caveat_of(table) if with_caveat else "", ""]
+    groups = list(table.groupby("dataset", sort=False)) if "dataset" in table else [("", table)]
+    for dataset, t in groups:  # a best model per dataset: numbers on different test sets do not compare
+        best = _best(t)
+        where = f" on {dataset}" if len(groups) > 1 else ""
+        lines.append(f"On the {protocol_label or best['protocol']} protocol{where} the best model is "
+                     f"**{best['model']}** ({STAGE_NAMES.get(best['stage'], best['stage'])}, {best['backbone']}): "
+                     f"{_best_numbers(best)}.")
+        others = t.drop(index=best.name)
+        if len(others):
+            second = others.loc[others["mAP_mean"].idxmax()]
+            lines.append(f"The next best, **{second['model']}**, is {best['mAP_mean'] - second['mAP_mean']:.2f} "
+                         "mAP points lower.")
     if not pairs.empty:
         lines += ["", "Paired differences (same splits, same resampled identities):"]
         lines += [_pair_sentence(p, table) for _, p in pairs.iterrows()]
