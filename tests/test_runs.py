@@ -117,3 +117,15 @@ def test_load_run_embeds_and_searches_like_the_pipeline(tmp_path):
     assert m.embed(paths).shape == feats[:2].shape
     with pytest.raises(FileNotFoundError, match="no run named"):
         load_run("nope-123", search=[tmp_path])
+
+
+def test_joining_an_invocation_adds_what_it_lacks_and_never_relabels_it(tmp_path):
+    from clipfh_utils.runs import read_manifest
+    inv = new_invocation(tmp_path, {"profile": "demo", "profile_config": {"name": "demo"}})
+    open_run("demo", tmp_path, FAST, inv)
+    first = read_manifest(tmp_path, inv)
+    assert "SYNTHETIC" in first["data"][0] and first["device"] == "cpu" and first["profile"] == "demo"
+    open_run("demo_ablations", tmp_path, ["device=cpu"], inv)  # another profile joins the same invocation
+    again = read_manifest(tmp_path, inv)
+    assert again["profile"] == "demo" and again["profile_config"] == {"name": "demo"}
+    assert again["data"] == first["data"] and again["device"] == first["device"]

@@ -17,7 +17,7 @@ from ..config import Profile, display_path, load_profile, repo_path, resolve_con
 from ..data.datasets import HandDataset, load_rows, prepare_dataset
 from ..data.protocol import Protocol, SplitRow
 from ..provenance import environment
-from ..runs import latest_invocation, new_invocation, update_manifest
+from ..runs import latest_invocation, new_invocation, read_manifest, update_manifest
 from ..training.data import TrainData
 from .experiments import Experiment, ExperimentResult, resolve_experiments, run_experiment
 
@@ -128,5 +128,8 @@ def open_run(profile: str | Path = "demo", run_dir: str | Path = "", overrides: 
             "data": [ds.description for ds in datasets], "real_data": all(ds.is_real for ds in datasets),
             "device": str(device), "environment": environment()}
     inv = invocation or latest_invocation(out) or new_invocation(out, info)
-    update_manifest(out, inv, **{k: v for k, v in info.items() if k != "overrides"})
+    # joining an invocation adds what it lacks (the runner records no data or device) and never
+    # relabels it: what started it stays recorded; each metrics file carries its own provenance
+    have = read_manifest(out, inv)
+    update_manifest(out, inv, **{k: v for k, v in info.items() if k != "overrides" and k not in have})
     return Run(prof, out, device, datasets, inv, source)
