@@ -129,3 +129,33 @@ def test_joining_an_invocation_adds_what_it_lacks_and_never_relabels_it(tmp_path
     again = read_manifest(tmp_path, inv)
     assert again["profile"] == "demo" and again["profile_config"] == {"name": "demo"}
     assert again["data"] == first["data"] and again["device"] == first["device"]
+
+
+def test_a_run_that_loses_its_lock_mid_training_stops_without_writing_more(tmp_path, monkeypatch):
+    """Another writer takes the run folder over (our heartbeat looked stalled): at the next epoch
+    end this process notices, stops with a message naming the new holder, and writes no weights,
+    no metrics, and leaves the other writer's lock in place."""
+    import functools
+    import json
+    import time
+    from clipfh_utils.locks import LOCK_FILE, LockedError, RunLock
+    monkeypatch.setattr(exp_module, "RunLock", functools.partial(RunLock, heartbeat_s=0.05))
+    real = exp_module.train_or_load
+
+    def stolen_after_first_epoch(*args, on_epoch_end=None, **kwargs):
+        lock_file = args[5].parent / LOCK_FILE  # args[5]: the seed folder, inside the run folder
+
+        def callback(phase, epoch):
+            info = json.loads(lock_file.read_text())
+            lock_file.write_text(json.dumps({**info, "token": "other-writer", "host": "elsewhere", "pid": 4242}))
+            time.sleep(0.5)  # several heartbeats: ours sees the foreign token
+            on_epoch_end(phase, epoch)
+        return real(*args, on_epoch_end=callback, **kwargs)
+
+    monkeypatch.setattr(exp_module, "train_or_load", stolen_after_first_epoch)
+    run = open_run("demo", tmp_path, FAST)
+    with pytest.raises(LockedError, match=r"lost the lock to .*elsewhere.*stopped without writing further"):
+        run.run_stage("stage2", progress=False)
+    (rdir,) = [d for d in (tmp_path / "runs").iterdir() if d.name.startswith("demo_tiny_vit-")]
+    assert not list(rdir.rglob("weights.pt")) and not list(rdir.rglob("*.per_query.csv.gz"))
+    assert json.loads((rdir / LOCK_FILE).read_text())["token"] == "other-writer"  # theirs, untouched
