@@ -1,4 +1,5 @@
-"""GPU-only checks, run on a lent CUDA machine (`.ci/gpu_check.sh`); CI has no GPU.
+"""GPU-only checks, run on a lent CUDA machine (`.ci/gpu_check.sh`); CI has no GPU, so it runs
+them as a dry run with the CPU standing in (CLIPFH_CHECK_DEVICE=cpu, tests/test_gpu_scripts.py).
 
 1. bf16 feature extraction on CUDA agrees with fp32 on the CPU.
 2. The evaluator gives the same numbers on CUDA and CPU.
@@ -7,6 +8,7 @@
    seed reloads to the same features.
 4. The same for a tiny PromptSG run (Stage 3), in both inference modes.
 """
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +24,8 @@ from clipfh_utils.methods.promptsg import METHOD as PROMPTSG
 from clipfh_utils.pipeline.experiments import train_or_load
 from clipfh_utils.training import TrainData, load_log
 
-cuda, cpu = torch.device("cuda"), torch.device("cpu")
+# CLIPFH_CHECK_DEVICE=cpu runs the same checks on the CPU (a dry run of this script where CI has no GPU)
+cuda, cpu = torch.device(os.environ.get("CLIPFH_CHECK_DEVICE", "cuda")), torch.device("cpu")
 ok = True
 
 torch.manual_seed(0)
@@ -32,7 +35,7 @@ f_cpu = embed_images(clip.model.encode_image, x, clip.mean, clip.std, cpu)
 clip.model.to(cuda)
 f_gpu = embed_images(clip.model.encode_image, x, clip.mean, clip.std, cuda, amp=True)
 cos = (f_cpu * f_gpu).sum(1).min().item()
-print(f"[1] bf16 CUDA vs fp32 CPU features: min cosine {cos:.5f}")
+print(f"[1] bf16 {cuda.type} vs fp32 cpu features: min cosine {cos:.5f}")
 ok &= cos > 0.99
 
 sim = torch.randn(300, 80)
@@ -40,7 +43,7 @@ q, g = torch.randint(0, 40, (300,)), torch.cat([torch.arange(40), torch.randint(
 for ap in ("standard", "trapezoid"):
     a, b = rank_metrics(sim, q, g, ap=ap), rank_metrics(sim.to(cuda), q.to(cuda), g.to(cuda), ap=ap)
     same = all(abs(a[k] - b[k]) < 1e-3 for k in a)
-    print(f"[2] evaluator CPU vs CUDA ({ap}): {'same' if same else 'DIFFERENT'} {a}")
+    print(f"[2] evaluator cpu vs {cuda.type} ({ap}): {'same' if same else 'DIFFERENT'} {a}")
     ok &= same
 
 def train_and_reload(method, cfg, backbone):
@@ -71,7 +74,7 @@ for backbone, mode in () if QUICK else (("tiny-vit", "reduce-overhead"), ("tiny-
     log, epochs, feats = train_and_reload(METHOD, cfg, backbone)
     finite = bool(torch.isfinite(torch.tensor(log["total"].dropna().values)).all())
     same = torch.allclose(feats[0][""], feats[1][""], atol=1e-3)
-    print(f"[3] tiny CLIP-ReID {backbone} on CUDA, compile {mode}: {len(log)} logged steps, finite={finite}, "
+    print(f"[3] tiny CLIP-ReID {backbone} on {cuda.type}, compile {mode}: {len(log)} logged steps, finite={finite}, "
           f"monitor {epochs['val_mAP'].dropna().round(1).tolist()}, reload identical={same}")
     ok &= finite and same
 
@@ -83,7 +86,7 @@ for backbone in () if QUICK else ("tiny-vit", "tiny-rn"):
     log, epochs, feats = train_and_reload(PROMPTSG, cfg, backbone)
     finite = bool(torch.isfinite(torch.tensor(log[["total", "supcon"]].values)).all())
     same = all(torch.allclose(feats[0][m], feats[1][m], atol=1e-3) for m in feats[0])
-    print(f"[4] tiny PromptSG {backbone} on CUDA, bf16, compiled: {len(log)} logged steps, finite={finite}, "
+    print(f"[4] tiny PromptSG {backbone} on {cuda.type}, bf16, compiled: {len(log)} logged steps, finite={finite}, "
           f"monitor {epochs['val_mAP'].dropna().round(1).tolist()}, modes {sorted(feats[0])}, "
           f"reload identical={same}")
     ok &= finite and same and sorted(feats[0]) == ["composed", "fixed"]

@@ -37,3 +37,14 @@ def test_gpu_study_deadline_skips_what_would_start_late_and_says_so(tmp_path):
     notes = {r["piece"]: r.get("note") for r in table["rows"]}
     assert notes["stage2 demo_tiny_vit"] == "not run (deadline)" and notes["attention"] == "not run (deadline)"
     assert "deadline: demo_tiny_vit not started" in out
+
+
+@pytest.mark.slow
+def test_gpu_checks_pass_as_a_dry_run_on_the_cpu():
+    """.ci/gpu_check.py with the CPU standing in for CUDA: every check runs (compiled training
+    through the shared loop, reload, both PromptSG modes) and passes."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CLIPFH_CHECK_DEVICE": "cpu"}
+    p = subprocess.run([sys.executable, str(ROOT / ".ci" / "gpu_check.py")], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=900)
+    assert p.returncode == 0 and "GPU CHECKS PASSED" in p.stdout, (p.stdout[-3000:], p.stderr[-2000:])
+    assert p.stdout.count("reload identical=True") == 4 and "modes ['composed', 'fixed']" in p.stdout
