@@ -197,10 +197,33 @@ def test_published_numbers_are_like_for_like_only_on_real_data(tmp_path):
     t = results.comparison_table([_payload(tmp_path, "zs", "stage1", 0.0)], "clipfh", n_boot=50)
     pub = results.published_comparison(t)
     assert (pub["protocol"] == results.PROTOCOL_LABELS["clipfh"]).sum() == 7  # 6 published + ours
+    assert set(pub["benchmark"]) == {"dorsal right"}
     assert "No comparison with a published number is like-for-like" in results.like_for_like(t)
     real = t.assign(real_data=True, pretrained=True)
     text = results.like_for_like(real)
     assert "Like-for-like" in text and "Dissertation Stage 1 ViT-B/16 zero-shot" in text and "MBA-Net" not in text
+
+
+def test_published_numbers_sit_beside_ours_per_benchmark(tmp_path):
+    """All four 11k aspects and HD: each of our models beside the published numbers of its own
+    aspect only (MBA-Net publishes one per 11k aspect), and HD said to have none."""
+    payloads = []
+    for ds, aspect in (("11k/dorsal_right", "dorsal right"), ("11k/palmar_left", "palmar left"), ("hd/dorsal", "dorsal")):
+        m = _payload(tmp_path, f"zs_{aspect.replace(' ', '_')}", "stage1", 0.0)
+        payloads.append({**m, "dataset": ds, "aspect": aspect, "real_data": True, "pretrained": True})
+    mb = results.comparison_table(payloads, "mbanet", n_boot=20)
+    pub = results.published_comparison(mb)
+    assert list(dict.fromkeys(pub["benchmark"])) == ["dorsal right", "palmar left", "HD dorsal"]
+    mba = pub[pub["method"].str.startswith("MBA-Net")]
+    assert list(mba["benchmark"]) == ["dorsal right", "palmar left"]
+    assert list(mba["mAP (%)"]) == ["97.98", "97.84"]  # data/published_11k.csv, per aspect
+    ours = pub[pub["method"].str.endswith("(this run)")]
+    assert list(zip(ours["benchmark"], ours["method"])) == [
+        ("dorsal right", "zs_dorsal_right (this run)"), ("palmar left", "zs_palmar_left (this run)"),
+        ("HD dorsal", "zs_dorsal (this run)")]
+    text = results.like_for_like(mb)
+    assert "- palmar left, mbanet: gallery_all, trapezoid AP: ours (zs_palmar_left) vs MBA-Net" in text
+    assert "- HD dorsal: no published number to compare with." in text and "zs_palmar_left) vs ABD" not in text
 
 
 # --------------------------------------------------------------------------- exports
