@@ -60,8 +60,12 @@ def transfer_heatmap(table: pd.DataFrame, metric: str = "mAP", title: str = "", 
     import matplotlib.pyplot as plt
     import seaborn as sns
     grid = table.pivot_table(index=["model", "train set"], columns="test set", values=f"{metric}_mean")
+    grid.index = [f"{model} · {train}" for model, train in grid.index]
+    grid.columns = [c.replace("/", "/\n") for c in grid.columns]  # long test-set names side by side
     fig, ax = plt.subplots(figsize=(2.5 + 1.6 * grid.shape[1], 1.2 + 0.5 * grid.shape[0]))
-    sns.heatmap(grid, annot=True, fmt=".1f", vmin=0, vmax=100, cmap="viridis", ax=ax, cbar_kws={"label": metric})
+    sns.heatmap(grid, annot=True, fmt=".1f", vmin=0, vmax=100, cmap="viridis", ax=ax,
+                cbar_kws={"label": f"{metric} (%)"})
+    ax.grid(False)  # the print style's grid would cross the cells
     ax.set_ylabel("model · train set")
     ax.set_xlabel("test set")
     ax.set_title(title or f"{metric}: trained on (rows) x tested on (columns)")
