@@ -330,7 +330,6 @@ def test_kernels_use_ipc_and_keep_their_log_off_the_console(tmp_path, capfd):
 @pytest.mark.slow
 def test_interactive_explorer_over_the_demo_runs(demo_run):
     """What JupyterLab shows instead of the batch pointer: features from the finished runs."""
-    pytest.importorskip("ipywidgets")
     from clipfh_utils import workbook as wb
     from clipfh_utils.pipeline import open_run
     out, _, _ = demo_run

@@ -315,8 +315,13 @@ def test_both_inference_modes_give_normalised_features_of_the_declared_shape(bac
     imgs = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
     feats = {}
     for mode, fn in embedders.items():
+        with torch.no_grad():
+            raw = fn(normalize(imgs, ctx.clip.mean, ctx.clip.std))  # the mode's own output: its declared shape
+        assert raw.shape == (5, model.embed_dim)
+        # what the evaluator stores: this output, L2-normalised (batching changes nothing in eval mode)
         f = embed_images(fn, imgs, ctx.clip.mean, ctx.clip.std, CPU, batch_size=2, amp=False)
-        assert f.shape == (5, model.embed_dim) and torch.allclose(f.norm(dim=1), torch.ones(5), atol=1e-5)
+        assert torch.allclose(f, raw / raw.norm(dim=1, keepdim=True), atol=1e-5)
+        assert torch.allclose(f.norm(dim=1), torch.ones(5), atol=1e-5)
         feats[mode] = f
     assert not torch.allclose(feats["composed"], feats["fixed"], atol=1e-4)
 

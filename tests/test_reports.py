@@ -2,6 +2,7 @@
 the generated reading text, the index and the interactive explorer."""
 import json
 import re
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -83,6 +84,31 @@ def test_bootstrap_interval_is_seeded_and_covers_the_possible_resamples():
     assert b.lo == b.hi == b.estimate == pytest.approx(100.0)
 
 
+def _map_by_hand(pq: pd.DataFrame, counts: dict[str, int]) -> float:
+    """mAP (%) of a resample in which identity i appears counts[i] times: per split, the mean AP
+    over the resampled queries; then the mean over splits. Plain loops, independent of the code."""
+    per_split = []
+    for split in sorted(set(pq["split"])):
+        num = den = 0.0
+        for _, row in pq[pq["split"] == split].iterrows():
+            num += counts[row["person_id"]] * row["ap"]
+            den += counts[row["person_id"]]
+        per_split.append(num / den * 100)
+    return sum(per_split) / len(per_split)
+
+
+def test_bootstrap_interval_against_the_exact_resampling_distribution():
+    """3 identities: 10 possible resamples, each with probability ≥ 1/27 > 2.5 %, so the 95 %
+    percentile interval is exactly [smallest, largest] resample mAP, computed here by hand."""
+    import itertools
+    pq = _per_query()
+    values = [_map_by_hand(pq, {i: combo.count(i) for i in "abc"})
+              for combo in itertools.combinations_with_replacement("abc", 3)]
+    a = identity_bootstrap(pq, "mAP", n_boot=20000, seed=3)
+    assert a.estimate == pytest.approx(_map_by_hand(pq, {"a": 1, "b": 1, "c": 1}))
+    assert a.lo == pytest.approx(min(values)) and a.hi == pytest.approx(max(values))
+
+
 def test_paired_bootstrap_uses_the_same_resamples_for_both():
     better = _per_query()
     worse = better.assign(ap=better["ap"] - 0.05)  # A: every query 5 AP points lower
@@ -109,7 +135,7 @@ def test_cmc_from_ranks_matches_the_definition():
 
 def _payload(tmp: Path, model: str, stage: str, shift: float, seeds=(0,), backbone="tiny-vit") -> dict:
     """A metrics payload plus its per-query file, as the pipeline writes them."""
-    rng = np.random.default_rng(abs(hash(model)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(model.encode()))  # str hash() differs per process
     rows, queries = [], []
     for s in seeds:
         for split in range(3):
@@ -166,6 +192,13 @@ def test_paired_table_pairs_same_backbone_and_gives_a_verdict(tmp_path):
     assert row["d_mAP_lo"] <= row["d_mAP"] <= row["d_mAP_hi"]
     assert row["verdict"] == ("B better" if row["d_mAP_lo"] > 0 else "A better" if row["d_mAP_hi"] < 0
                               else "not resolved")
+    assert row["verdict"] == "B better" and row["d_mAP_lo"] > 0  # the fine-tuned payload ranks its matches higher
+    # the same queries under another name: no difference, an interval of [0, 0], nothing resolved
+    same = results.paired_table([zs, {**zs, "model": "zs_again", "run": "zs_again-abc"}], "clipfh", n_boot=100)
+    assert same.iloc[0][["d_mAP", "d_mAP_lo", "d_mAP_hi"]].tolist() == [0.0, 0.0, 0.0]
+    assert same.iloc[0]["verdict"] == "not resolved"
+    backwards = results.paired_table([ft, zs], "clipfh", n_boot=300).iloc[0]
+    assert backwards["verdict"] == "A better" and backwards["d_mAP"] == pytest.approx(-row["d_mAP"])
     assert len(results.paired_table([zs, ft, other], "clipfh", same_backbone=False, n_boot=50)) == 3
 
 
@@ -388,7 +421,6 @@ def test_retrieval_grid_shows_similarity_marks_and_the_true_match_rank():
 
 
 def test_explorer_draws_the_chosen_query_and_the_worst_failures(tiny_dataset):
-    pytest.importorskip("ipywidgets")
     from clipfh_utils.data.handinfo import load_handinfo
     from clipfh_utils.data.protocol import build_protocol
     from clipfh_utils.evaluation import FeatureBank, evaluate_protocol
