@@ -655,3 +655,22 @@ def test_kill_9_then_resume_reaches_the_same_weights(world, tmp_path, capsys):
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
     epochs = [json.loads(x) for x in (ckpt.parent / "epochs.jsonl").read_text().splitlines()]
     assert [(e["phase"], e["epoch"]) for e in epochs] == [("prompt", 1), ("finetune", 1), ("finetune", 2)]
+
+
+def test_resume_from_leaves_the_profiles_other_experiments_alone(world_copy):
+    """--resume-from names a run of one experiment; the profile's others (here Stage 1) run as usual."""
+    out, b = world_copy["out"], world_copy["b"]
+    run = open_run("demo", out, FAST + ["experiments=[stage1, clip_reid/demo_tiny_vit]", f"resume_from=[{b}]"])
+    results = run.run_stage("stage1", progress=False)
+    assert [r.experiment.stage for r in results] == ["stage1", "stage1"]
+
+
+def test_resume_trains_what_has_no_unfinished_run_on_its_data(world_copy, capsys):
+    """--resume after an interruption on one dataset: the same experiment on another dataset has no
+    run of its own to continue and trains (the unfinished run on the first dataset is not its run)."""
+    out = world_copy["out"]
+    run = open_run("demo", out, FAST + [f"{EXP}.finetune.lr=0.01", "resume=true",
+                                        "datasets=[{dataset: synthetic, aspect: dorsal left}]"])
+    (res,) = run.run_stage("stage2", progress=False)
+    assert res.trained_seeds == [0] and res.dataset.aspect == "dorsal left"
+    assert f"--resume: {EXP} has no run to continue; training it from the start" in capsys.readouterr().err

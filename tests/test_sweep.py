@@ -78,3 +78,16 @@ def test_submitit_local_executor_runs_the_same_path(tmp_path):
     assert [j.status for j in jobs] == ["done", "done"], [j.error for j in jobs]
     assert len((folder / "sweep.csv").read_text().splitlines()) == 3
     assert list((folder / "sweep_jobs" / "submitit").glob("*_result.pkl"))
+
+
+def test_sweep_resume_continues_only_the_variants_that_have_a_run(tmp_path):
+    """--resume on a sweep: a variant with a run of its own continues it; a variant that never
+    started trains (a sibling variant's unfinished run is not the one it would continue)."""
+    grid = parse_grid([f"{LR}=[0.001, 0.003]"])
+    _, _, jobs = plan_sweep("demo", FAST + ["resume=true"], grid, tmp_path)
+    assert all(j.overrides[-1] == "resume=false" for j in jobs)
+    started = tmp_path / "runs" / jobs[0].runs[0]
+    started.mkdir(parents=True)
+    (started / "run.json").write_text(json.dumps({"name": jobs[0].runs[0], "experiment": "demo_tiny_vit"}))
+    _, _, jobs = plan_sweep("demo", FAST + ["resume=true"], grid, tmp_path)
+    assert "resume=false" not in jobs[0].overrides and jobs[1].overrides[-1] == "resume=false"

@@ -77,8 +77,9 @@ class RunTarget:
         atomic_copy(src / Trainer.CHECKPOINT, d / Trainer.CHECKPOINT)
 
 
-def resume_sources(out: Path, profile: Profile, experiments: list[str]) -> dict[str, Path]:
-    """`resume_from` runs by experiment name; each must exist and belong to one of `experiments`."""
+def resume_sources(out: Path, profile: Profile, experiments: list[str] | None = None) -> dict[str, Path]:
+    """`resume_from` runs by experiment name; each must exist and (given the profile's experiment
+    names) belong to one of `experiments`."""
     sources: dict[str, Path] = {}
     for ref in profile.resume_from:
         p = Path(ref) if (Path(ref) / "run.json").exists() else run_dir(out, ref)
@@ -88,7 +89,7 @@ def resume_sources(out: Path, profile: Profile, experiments: list[str]) -> dict[
             raise RunStateError(f"--resume-from {ref}: no such run in {display_path(run_dir(out, ''))} "
                                 f"(runs there: {', '.join(have) or 'none'})")
         exp = rec["experiment"]
-        if exp not in experiments:
+        if experiments is not None and exp not in experiments:
             raise RunStateError(f"--resume-from {ref}: that is a run of experiment '{exp}', which this "
                                 f"profile does not run (experiments: {', '.join(experiments)})")
         if exp in sources:
@@ -110,26 +111,28 @@ def _source_positions(src: Path, seeds: list[int]) -> dict[str, str]:
 
 
 def _nearest_difference(out: Path, experiment: str, identity: dict) -> str | None:
-    """The run of `experiment` closest to `identity` (unfinished first) and how it differs, or None."""
+    """The unfinished run of `experiment` on the same data closest to `identity` (the run a
+    --resume most likely meant) and how it differs, or None. Finished runs, and runs on other
+    datasets, are not what a --resume continues: the experiment then simply trains."""
     mine = flatten(identity)
     best = None
     for rec in all_runs(out):
-        if rec.get("experiment") != experiment or "identity" not in rec:
+        if rec.get("experiment") != experiment or rec.get("identity", {}).get("data") != identity["data"]:
+            continue
+        seeds = rec.get("config", {}).get("seeds", [])
+        if UNFINISHED not in [seed_state(run_dir(out, rec["name"]) / f"seed{s}") for s in seeds]:
             continue
         theirs = flatten(rec["identity"])
         diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(mine) | set(theirs))
                 if theirs.get(k) != mine.get(k)}
-        states = [seed_state(run_dir(out, rec["name"]) / f"seed{s}") for s in rec.get("config", {}).get("seeds", [])]
-        unfinished = UNFINISHED in states
-        key = (not unfinished, len(diff))
-        if best is None or key < best[0]:
-            best = (key, rec["name"], "unfinished" if unfinished else "finished", diff)
+        if best is None or len(diff) < len(best[1]):
+            best = (rec["name"], diff)
     if best is None:
         return None
-    _, name, state, diff = best
+    name, diff = best
     shown = "; ".join(f"{k.removeprefix('config.')}: {a!r} (now {b!r})" for k, (a, b) in list(diff.items())[:6])
     more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
-    return f"the nearest, {name} ({state}), differs in {shown}{more}"
+    return f"the nearest, {name} (unfinished), differs in {shown}{more}"
 
 
 def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
@@ -140,7 +143,7 @@ def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
     identity = run_identity(exp, ds)
     if profile.retrain:
         identity["retrain"] = now()
-    sources = resume_sources(out, profile, [cfg.name]) if sources is None else sources
+    sources = resume_sources(out, profile) if sources is None else sources  # membership: the preflight
     source = sources.get(cfg.name) if method.trains else None
     seeds = list(cfg.seeds) if method.trains else []
     if source is not None:

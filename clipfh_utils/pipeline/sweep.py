@@ -138,6 +138,9 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
                 job.status = "skipped"
                 for ds, files in zip(run.datasets, existing):
                     _record_existing(run, exp, ds, files)
+            elif prof.resume and not any(read_run(out / RUNS / n) for n in job.runs):
+                # nothing of this variant to continue: it starts (its siblings' checkpoints are not its own)
+                job.overrides = [*items, "resume=false"]
             jobs.append(job)
     return out, inv, jobs
 
