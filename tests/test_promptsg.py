@@ -375,12 +375,14 @@ def test_template_ensemble_averages_prompts_at_inference(tmp_path, monkeypatch):
     cfg = tiny_cfg(prompt={"ensemble": "mine"})
     ctx, model = setup(cfg)
     model.eval()
-    assert model.fixed_sentences == ["A photo of a hand.", "A close-up of the back of a hand."]
+    assert model.inference_fixed_sentences == ["A photo of a hand.", "A close-up of the back of a hand."]
+    assert model.fixed_sentences == ["A photo of a hand."]  # training: the ensemble is inference only
     tok, clip_model = ctx.clip.tokenizer, ctx.clip.model
     x = images(3)
     with torch.no_grad():
-        fixed = model.fixed_prompt()
-        assert torch.allclose(fixed, clip_model.encode_text(tok(model.fixed_sentences)).mean(0), atol=1e-5)
+        fixed = model.fixed_prompt(inference=True)
+        assert torch.allclose(fixed, clip_model.encode_text(tok(model.inference_fixed_sentences)).mean(0), atol=1e-5)
+        assert torch.allclose(model.fixed_prompt(), clip_model.encode_text(tok(["A photo of a hand."]))[0], atol=1e-5)
         f = model.backbone(x)
         pseudo = model.inversion(f.proj)
         word = torch.stack([model.compose(pseudo, [t]) for t in model.ensemble]).mean(0)

@@ -53,7 +53,7 @@ class PromptSGMethod(Method):
         if not cfg.uses_prompt:
             return {"": model.embed}
         with torch.no_grad():
-            fixed = model.fixed_prompt()  # encoded once for the whole evaluation
+            fixed = model.fixed_prompt(inference=True)  # encoded once for the whole evaluation
 
         def embed_fixed(x: torch.Tensor) -> torch.Tensor:
             return model.embed(x, fixed)

@@ -124,7 +124,8 @@ class PromptSG(nn.Module):
         # inference only (prompt.ensemble): averaged prompt embeddings over these templates
         inference = ensemble or [pc.template]
         self.ensemble = nn.ModuleList(PromptTemplate(clip, t, 1, truncate=pc.truncate) for t in inference)
-        self.fixed_sentences = [pc.fixed] if not ensemble else [fixed_sentence(t) for t in ensemble]
+        self.fixed_sentences = [pc.fixed]  # training (the ensemble is inference only, outside the run's hash)
+        self.inference_fixed_sentences = [fixed_sentence(t) for t in ensemble] if ensemble else [pc.fixed]
         self.interaction = Interaction(cfg.interaction, width)
         self.head = BNNeckHead(width, n_classes)
         self.to(next(self.backbone.parameters()).device)
@@ -141,10 +142,12 @@ class PromptSG(nn.Module):
         templates = templates or [self.template]
         return torch.stack([self.text(*t(pseudo[:, None])) for t in templates]).mean(0)
 
-    def fixed_prompt(self) -> torch.Tensor:
-        """(E,) the fixed prompt(s) without a pseudo-word, averaged; callers cache it while the
-        text tower is frozen (gradients follow the text tower when it trains)."""
-        return encode_sentences(self.clip, self.text, self.fixed_sentences).mean(0)
+    def fixed_prompt(self, inference: bool = False) -> torch.Tensor:
+        """(E,) the fixed prompt without a pseudo-word: the training one, or at inference the
+        ensemble's fixed sentences averaged; callers cache it while the text tower is frozen
+        (gradients follow the text tower when it trains)."""
+        sentences = self.inference_fixed_sentences if inference else self.fixed_sentences
+        return encode_sentences(self.clip, self.text, sentences).mean(0)
 
     # ------------------------------------------------------------------ forward
 
@@ -168,7 +171,7 @@ class PromptSG(nn.Module):
     def _prompt(self, f: VisionFeatures, fixed: torch.Tensor | None) -> torch.Tensor:
         if fixed is None and self.inversion is not None:
             return self.compose(self.inversion(f.proj), list(self.ensemble))
-        return (fixed if fixed is not None else self.fixed_prompt()).expand(f.proj.shape[0], -1)
+        return (fixed if fixed is not None else self.fixed_prompt(inference=True)).expand(f.proj.shape[0], -1)
 
     def embed(self, x: torch.Tensor, fixed: torch.Tensor | None = None) -> torch.Tensor:
         """Retrieval feature (B, E), pre-BN: the interaction's output query token. With `fixed`
