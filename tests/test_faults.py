@@ -674,3 +674,15 @@ def test_resume_trains_what_has_no_unfinished_run_on_its_data(world_copy, capsys
     (res,) = run.run_stage("stage2", progress=False)
     assert res.trained_seeds == [0] and res.dataset.aspect == "dorsal left"
     assert f"--resume: {EXP} has no run to continue; training it from the start" in capsys.readouterr().err
+
+
+def test_the_run_name_shown_before_running_is_the_run_made_with_resume_from(world_copy):
+    """What a sweep lists and skips by (experiment_run_name) is the name the run gets, --resume-from included."""
+    from clipfh_utils.pipeline.experiments import experiment_run_name
+    out, b = world_copy["out"], world_copy["b"]
+    run = open_run("demo", out, FAST + [f"{EXP}.finetune.lr=0.01", f"resume_from=[{b}]"])
+    (exp,) = run.experiments("stage2")
+    name, identity = experiment_run_name(run, exp, run.dataset)
+    assert identity["resumed_from"]["run"] == b
+    (res,) = run.run_stage("stage2", progress=False)
+    assert res.run_name == name

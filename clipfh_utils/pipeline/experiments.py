@@ -40,7 +40,7 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
 from ..training.weights import store_half_if_exact
-from .run_state import RunTarget, disk_need, plan_run, run_identity  # noqa: F401 (run_identity: re-exported)
+from .run_state import RunTarget, disk_need, plan_run, run_identity, target_name  # noqa: F401 (run_identity: re-exported)
 
 STAGE1 = "stage1"
 
@@ -222,10 +222,8 @@ def load_backbone(cfg: ExperimentCfg, device: torch.device, method: Method | Non
 
 def experiment_run_name(run, exp: Experiment, ds: HandDataset) -> tuple[str, dict]:
     """The run `exp` on `ds` is (or would be) stored as, and its identity (nothing is loaded)."""
-    identity = run_identity(exp, ds)
-    if run.profile.retrain:
-        identity["retrain"] = now()
-    return run_name(exp.cfg.name, identity), identity
+    name, identity, _ = target_name(run.run_dir, run.profile, exp, ds)
+    return name, identity
 
 
 def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn: Callable[[], TrainData],

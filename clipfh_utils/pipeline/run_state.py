@@ -135,20 +135,28 @@ def _nearest_difference(out: Path, experiment: str, identity: dict) -> str | Non
     return f"the nearest, {name} (unfinished), differs in {shown}{more}"
 
 
-def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
-             sources: dict[str, Path] | None = None) -> RunTarget:
-    """Name the run of `exp` on `ds` and decide, seed by seed, what happens; refuse what would lose
-    or misreport work. Reads the folder only (the preflight calls it before anything is written)."""
+def target_name(out: Path, profile: Profile, exp, ds: HandDataset, sources: dict[str, Path] | None = None
+                ) -> tuple[str, dict, Path | None]:
+    """The name the run of `exp` on `ds` has (or will have), its identity, and the run it is
+    resumed from (--resume-from), if any. Reads the folder only."""
     cfg, method = exp.cfg, exp.method
     identity = run_identity(exp, ds)
     if profile.retrain:
         identity["retrain"] = now()
     sources = resume_sources(out, profile) if sources is None else sources  # membership: the preflight
     source = sources.get(cfg.name) if method.trains else None
-    seeds = list(cfg.seeds) if method.trains else []
     if source is not None:
-        identity["resumed_from"] = {"run": source.name, "seeds": _source_positions(source, seeds)}
-    name = run_name(cfg.name, identity)
+        identity["resumed_from"] = {"run": source.name, "seeds": _source_positions(source, list(cfg.seeds))}
+    return run_name(cfg.name, identity), identity, source
+
+
+def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
+             sources: dict[str, Path] | None = None) -> RunTarget:
+    """Name the run of `exp` on `ds` and decide, seed by seed, what happens; refuse what would lose
+    or misreport work. Reads the folder only (the preflight calls it before anything is written)."""
+    cfg, method = exp.cfg, exp.method
+    name, identity, source = target_name(out, profile, exp, ds, sources)
+    seeds = list(cfg.seeds) if method.trains else []
     rdir = run_dir(out, name)
     if not profile.lock_wait_s:  # else the writer waits for the holder (RunLock)
         check_unlocked(rdir)
