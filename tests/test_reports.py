@@ -448,10 +448,13 @@ def test_explorer_draws_the_chosen_query_and_the_worst_failures(tiny_dataset):
     ex = RetrievalExplorer({"m": (bank, torch.zeros(len(rows), 3, 8, 8, dtype=torch.uint8), pd.concat(pq), proto),
                             "n": (bank2, torch.zeros(len(rows2), 3, 8, 8, dtype=torch.uint8), pd.concat(pq2), other)})
     assert ex.split.max == 1
+    draws = []
+    show = ex._show
+    ex._show = lambda draw: (draws.append(1), show(draw))
     ex.model.value = "n"
-    assert ex.split.max == 2
+    assert ex.split.max == 2 and len(draws) == 1  # one change, one figure (not one per reset widget)
     ex.split.value = 2
-    assert [q for _, q in ex.query.options] == list(range(len(other.queries[2])))
+    assert [q for _, q in ex.query.options] == list(range(len(other.queries[2]))) and len(draws) == 2
 
 
 def test_attention_reading_names_the_concentrated_region_and_what_training_changed():

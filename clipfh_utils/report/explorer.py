@@ -23,6 +23,7 @@ class _Explorer:
         self.w = w
         self.out = w.Output()
         self.last = ""
+        self._busy = False  # while one choice resets others: draw once, at the end
 
     def _show(self, draw: Callable[[], object]) -> None:
         from IPython.display import display
@@ -50,9 +51,9 @@ class RetrievalExplorer(_Explorer):
         self.query = w.Dropdown(description="query")
         self.k = w.IntSlider(5, 1, 10, description="top k")
         self._set_queries()
-        self.split.observe(lambda _: (self._set_queries(), self.update()), "value")
-        self.model.observe(lambda _: self._set_queries(), "value")  # another dataset: other queries
-        for c in (self.model, self.view, self.query, self.k):
+        for c in (self.model, self.split):  # another dataset or split: other queries
+            c.observe(lambda _: (self._set_queries(), self.update()), "value")
+        for c in (self.view, self.query, self.k):
             c.observe(lambda _: self.update(), "value")
         self.widget = w.VBox([w.HBox([self.model, self.split]), w.HBox([self.view, self.k]), self.query, self.out])
         self.update()
@@ -62,11 +63,15 @@ class RetrievalExplorer(_Explorer):
         return self.models[self.model.value][3]
 
     def _set_queries(self) -> None:
-        self.split.max = self.proto.n_splits - 1
+        busy, self._busy = self._busy, True
+        self.split.max = self.proto.n_splits - 1  # may move the split: its own observer is held off
         qs = self.proto.queries[self.split.value]
         self.query.options = [(f"{q.image_name} · id {q.person_id}", i) for i, q in enumerate(qs)]
+        self._busy = busy
 
     def update(self) -> None:
+        if self._busy:
+            return
         bank, images, per_query, _ = self.models[self.model.value]
         split, qs = self.split.value, self.proto.queries[self.split.value]
         gallery = self.proto.galleries[split]
@@ -94,7 +99,6 @@ class MapExplorer(_Explorer):
         self.model = w.Dropdown(options=[e.label for e in source.entries], description="model")
         self.method = w.Dropdown(description="method")
         self.layer = w.Dropdown(description="layer")
-        self._busy = False
         self._set_methods()
         self.model.observe(lambda _: (self._set_methods(), self.update()), "value")
         self.method.observe(lambda _: (self._set_layers(), self.update()), "value")
