@@ -448,6 +448,7 @@ def test_explorer_draws_the_chosen_query_and_the_worst_failures(tiny_dataset):
     ex = RetrievalExplorer({"m": (bank, torch.zeros(len(rows), 3, 8, 8, dtype=torch.uint8), pd.concat(pq), proto),
                             "n": (bank2, torch.zeros(len(rows2), 3, 8, 8, dtype=torch.uint8), pd.concat(pq2), other)})
     assert ex.split.max == 1
+    ex.query.value = 3  # a query picked: a model change resets it, which must not draw on its own
     draws = []
     show = ex._show
     ex._show = lambda draw: (draws.append(1), show(draw))
