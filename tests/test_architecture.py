@@ -116,3 +116,19 @@ def test_a_method_from_outside_the_package_trains_evaluates_and_reports(tmp_path
     assert row["method"] == "minimal (test)" and row["splits"] == 2 and 0 < row["mAP_mean"] <= 100
     assert "minimal" in write_index(run.run_dir, run.invocation).read_text()
     assert "tests.minimal_method" in sys.modules
+
+
+def test_every_pk_method_checks_its_batch_against_the_training_identities():
+    """More identities per P×K batch than the training set has is named by each method's own key
+    before anything trains (not by the sampler, mid-run, with another method's key)."""
+    import functools
+    from tests.test_clip_reid import tiny_cfg as reid_cfg
+    from tests.test_cnn_baseline import tiny_cfg as cnn_cfg
+    from tests.test_promptsg import tiny_cfg as psg_cfg
+    for method, cfg, p in ((get_method("clip_reid"), reid_cfg(), "finetune.p"),
+                           (get_method("promptsg"), psg_cfg(), "optim.p"),
+                           (get_method("cnn_baseline"), cnn_cfg(), "train.p")):
+        value = functools.reduce(getattr, p.split("."), cfg)
+        assert method.check_data(cfg, value) == {}
+        problem = method.check_data(cfg, value - 1)
+        assert list(problem) == [p] and f"set {p} <= {value - 1}" in problem[p], (method.name, problem)

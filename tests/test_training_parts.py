@@ -141,7 +141,7 @@ def test_pk_sampler_invariants():
     nxt = s.epoch()
     s.load_state_dict(state)
     assert all(np.array_equal(a, b) for a, b in zip(nxt, s.epoch()))
-    with pytest.raises(ValueError, match="lower finetune.p"):
+    with pytest.raises(ValueError, match=r"lower P \(identities per batch\)"):
         PKSampler(labels, p=6, k=4)
 
 

@@ -8,6 +8,7 @@ See README "How to add a method".
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Literal, Optional, Protocol
 
@@ -92,13 +93,21 @@ class Method:
     config_cls: ClassVar[type[ExperimentCfg]] = ExperimentCfg
     loss_terms: ClassVar[tuple[str, ...]] = ()  # registry names its configs may weight
     trains: ClassVar[bool] = True
+    p_key: ClassVar[str | None] = None       # the config key of identities per P×K batch, e.g. "finetune.p"
 
     def validate(self, cfg: ExperimentCfg, where: str) -> None:
         """Checks beyond the schema (e.g. loss weights against `loss_terms`)."""
 
     def check_data(self, cfg: ExperimentCfg, n_classes: int) -> dict[str, str]:
-        """Settings that do not fit the dataset, as {dotted key: problem and fix} (e.g. more
-        identities per batch than the training set has). Checked before anything trains."""
+        """Settings that do not fit the dataset, as {dotted key: problem and fix}: here, more
+        identities per P×K batch (the config key `p_key`) than the training set has. Checked
+        before anything trains; a method with other limits extends it."""
+        if self.p_key is None:
+            return {}
+        p = functools.reduce(getattr, self.p_key.split("."), cfg)
+        if p > n_classes:
+            return {self.p_key: f"{p} identities per batch, but the training set has only {n_classes} "
+                                f"identities; set {self.p_key} <= {n_classes}"}
         return {}
 
     def load_backbone(self, cfg: ExperimentCfg, device: torch.device) -> Backbone:

@@ -21,7 +21,7 @@ class PKSampler:
         self.by_id = {lab: np.array(idx) for lab, idx in sorted(groups.items())}
         if p > len(self.by_id):
             raise ValueError(f"P={p} identities per batch but only {len(self.by_id)} training "
-                             "identities; lower finetune.p")
+                             "identities; lower P (identities per batch)")
         self.p, self.k = p, k
         self.rng = np.random.default_rng(seed)
 

@@ -21,15 +21,10 @@ class ClipReidMethod(Method):
     title = "CLIP-ReID"
     config_cls = ClipReidCfg
     loss_terms = ("id", "triplet", "i2t", "center")
+    p_key = "finetune.p"
 
     def validate(self, cfg: ClipReidCfg, where: str) -> None:
         check_loss_weights(cfg.finetune.loss_weights, self.loss_terms, f"{where}.finetune.loss_weights")
-
-    def check_data(self, cfg: ClipReidCfg, n_classes: int) -> dict[str, str]:
-        if cfg.finetune.p > n_classes:
-            return {"finetune.p": f"{cfg.finetune.p} identities per batch, but the training set has only "
-                                  f"{n_classes} identities; set finetune.p <= {n_classes}"}
-        return {}
 
     def build(self, cfg: ClipReidCfg, ctx: BuildContext, n_classes: int) -> nn.Module:
         return ClipReid(cfg, ctx.clip, n_classes)

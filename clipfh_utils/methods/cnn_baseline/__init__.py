@@ -28,6 +28,7 @@ class CnnBaseline(Method):
     title = "ResNet BoT (Luo et al. 2019)"
     config_cls = CnnBaselineCfg
     loss_terms = ("id", "triplet", "center")
+    p_key = "train.p"
 
     def validate(self, cfg: CnnBaselineCfg, where: str) -> None:
         check_loss_weights(cfg.train.loss_weights, self.loss_terms, f"{where}.train.loss_weights")

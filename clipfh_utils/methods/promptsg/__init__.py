@@ -32,6 +32,7 @@ class PromptSGMethod(Method):
     title = "PromptSG"
     config_cls = PromptSGCfg
     loss_terms = ("id", "triplet", "supcon")
+    p_key = "optim.p"
 
     def validate(self, cfg: PromptSGCfg, where: str) -> None:
         check_loss_weights(cfg.optim.loss_weights, self.loss_terms, f"{where}.optim.loss_weights")
