@@ -306,3 +306,25 @@ def test_the_compiled_loss_serves_every_seed_without_recompiling():
         assert torch.isfinite(total) and total.item() == pytest.approx(ref.item(), rel=1e-4)
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[0] > 0 and graphs[1] == graphs[0] == graphs[2], graphs
+
+
+def test_the_eta_after_a_resume_counts_the_epochs_before_it(tmp_path, monkeypatch):
+    """Every epoch takes 5 s (a fake clock): after resuming at fine-tuning epoch 2 of 4, the phase
+    ETA at epoch 3 is 1 epoch x 5 s, not the restored seconds over this session's epochs (15 s)."""
+    import itertools
+    import types
+    clock = itertools.count(0, 5)  # two readings per epoch, start and end: 5 s each
+    monkeypatch.setattr(loop_module, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setenv("CLIPFH_RUN_LOG", str(tmp_path / "run.log"))
+    cfg = tiny_cfg(epochs=4, milestones=[3])
+
+    def interrupt(phase, epoch):
+        if (phase, epoch) == ("finetune", 2):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_seed(cfg, tiny_data(), tmp_path / "s", on_epoch_end=interrupt)
+    train_seed(cfg, tiny_data(), tmp_path / "s", resume=True)
+    lines = [ln for ln in (tmp_path / "run.log").read_text().splitlines() if " finetune epoch " in ln]
+    after = [ln for ln in lines if "finetune epoch 3/4" in ln][-1]
+    assert "5.0 s" in after and "phase ETA 5s" in after, after

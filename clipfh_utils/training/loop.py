@@ -241,7 +241,7 @@ class Trainer:
             stats["seconds"] += seconds
             stats["images"] += n_images
             stats["epochs"] = epoch
-            eta = stats["seconds"] / max(1, epoch - first_epoch + 1) * (phase.epochs - epoch)
+            eta = stats["seconds"] / epoch * (phase.epochs - epoch)  # seconds: every epoch so far, resumed ones too
             self.log.info(f"{self.label} {phase.name} epoch {epoch}/{phase.epochs}: total "
                           f"{float(terms[:, 0].mean()):.4f}, {seconds:.1f} s, "
                           f"{n_images / seconds if seconds else 0:.0f} img/s, phase ETA {duration(eta)}"
