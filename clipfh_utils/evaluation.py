@@ -130,14 +130,6 @@ def summarize(per_split: pd.DataFrame, by: Sequence[str] = ("protocol",)) -> pd.
     return out
 
 
-def format_mean_sd(summary: pd.DataFrame) -> pd.DataFrame:
-    """'71.42 ± 1.03' strings for reports."""
-    metrics = [m for m in METRICS if ("mean", m) in summary.columns]
-    return pd.DataFrame({m: [f"{a:.2f} ± {b:.2f}" for a, b in zip(summary[("mean", m)],
-                                                                   summary[("sd", m)])]
-                         for m in metrics}, index=summary.index)
-
-
 # --------------------------------------------------------------------------- uncertainty
 # Two kinds of spread are reported apart because they answer different questions: the sd between
 # training seeds (how much a re-training moves the result) and the sd between Monte Carlo splits

@@ -143,16 +143,6 @@ def cmc_band(curves: Mapping[str, np.ndarray], max_rank: int = 20, title: str = 
     return _named(fig, name)
 
 
-def mean_cmc(per_split: pd.DataFrame, protocol: str) -> np.ndarray:
-    """Mean CMC over the rows (splits, seeds) of one protocol of an in-memory `per_split` frame."""
-    return np.mean(np.stack(per_split.loc[per_split["protocol"] == protocol, "cmc"].to_list()), 0)
-
-
-def cmc_curves(curves: Mapping[str, np.ndarray], max_rank: int = 20, title: str = "CMC", name: str = "cmc"):
-    """`cmc_band` for curves given one per model (or several per model: then with the band)."""
-    return cmc_band(curves, max_rank, title, name)
-
-
 def split_spread(per_split: pd.DataFrame, metric: str = "mAP", by: str = "model",
                  protocols: Sequence[str] = ("clipfh", "mbanet"), name: str = "split_spread", seed: int = 0):
     """Per-split values as box + strip plots, one panel per protocol: how much the Monte Carlo
@@ -309,15 +299,6 @@ def retrieval_figures(bank: FeatureBank, images: torch.Tensor, proto: Protocol, 
     return retrieval_grid(bank, images, picked + worst, gallery, k,
                           f"{label}, split {split}: {len(picked)} queries drawn at random, then the "
                           f"{len(worst)} hardest failures", name=f"retrievals_{slug}")
-
-
-def retrieval_examples(bank: FeatureBank, images: torch.Tensor, proto: Protocol, split: int = 0,
-                       n_queries: int = 4, k: int = 5, seed: int = 0, title: str = "", name: str = "retrievals"):
-    """`retrieval_grid` for `n_queries` queries of the split drawn at random (seeded)."""
-    queries = proto.queries[split]
-    picks = np.random.default_rng(seed).choice(len(queries), size=min(n_queries, len(queries)), replace=False)
-    return retrieval_grid(bank, images, [queries[i] for i in sorted(picks)], proto.galleries[split], k,
-                          title or f"Top-{k} retrievals, split {split}", name=name)
 
 
 # --------------------------------------------------------------------------- training

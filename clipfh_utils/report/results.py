@@ -102,14 +102,13 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int 
                "benchmark": benchmark(m["dataset"], m.get("aspect") or ""), "method": m.get("method_title", m["method"]),
                "backbone": m["backbone"], "run": m["run"], "dataset": m["dataset"], "protocol": protocol}
         for metric in METRICS:
-            row[metric] = ""  # the shown "mean [interval]", filled below
             row[f"{metric}_mean"] = float(sds.loc[metric, "mean"])
             row[f"{metric}_seed_sd"] = float(sds.loc[metric, "seed_sd"])
             row[f"{metric}_split_sd"] = float(sds.loc[metric, "split_sd"])
             ci = identity_bootstrap(pq, metric, n_boot, seed) if pq is not None and len(pq) else None
             row[f"{metric}_ci_lo"] = ci.lo if ci else float("nan")
             row[f"{metric}_ci_hi"] = ci.hi if ci else float("nan")
-            row[metric] = f"{_fmt(row[f'{metric}_mean'])} [{_fmt(row[f'{metric}_ci_lo'], 1)}, {_fmt(row[f'{metric}_ci_hi'], 1)}]"
+            row[metric] = f"{_fmt(row[f'{metric}_mean'])} [{_fmt(row[f'{metric}_ci_lo'], 1)}, {_fmt(row[f'{metric}_ci_hi'], 1)}]"  # shown
         row.update({"seeds": int(sds["n_seeds"].iloc[0]), "splits": m["n_splits"],
                     "test_ids": per_query_ids(pq), "n_boot": n_boot, "boot_seed": seed,
                     "train_s": _mean(t["seconds"] for t in train.values()),
@@ -347,7 +346,7 @@ def earlier_runs(out: str | Path, invocation: str | None = None) -> pd.DataFrame
 
 def concat_tables(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
     """The comparison tables of several protocols ({protocol: (table, pairs)}) in one frame."""
-    frames = [t for t, _ in tables.values()]
+    frames = [t for t, _ in tables.values() if not t.empty]  # (pandas warns on concatenating empties)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .plotting import STAGE_NAMES
+from .results import PROTOCOL_LABELS, best_row, concat_tables
 
 
 def caveat(real_data: bool, random_weights: Sequence[str] = ()) -> str:
@@ -41,10 +42,6 @@ def _caveat_of(table: pd.DataFrame) -> str:
 
 def _ci(lo: float, hi: float) -> str:
     return f"[{lo:.1f}, {hi:.1f}]"
-
-
-def _best(table: pd.DataFrame) -> pd.Series:
-    return table.loc[table["mAP_mean"].idxmax()]
 
 
 def _best_numbers(row: pd.Series) -> str:
@@ -78,7 +75,7 @@ def read_comparison(table: pd.DataFrame, pairs: pd.DataFrame, protocol_label: st
     lines = [_caveat_of(table) if with_caveat else "", ""]
     groups = list(table.groupby("dataset", sort=False)) if "dataset" in table else [("", table)]
     for dataset, t in groups:  # a best model per dataset: numbers on different test sets do not compare
-        best = _best(t)
+        best = best_row(t)
         where = f" on {dataset}" if len(groups) > 1 else ""
         lines.append(f"On the {protocol_label or best['protocol']} protocol{where} the best model is "
                      f"**{best['model']}** ({STAGE_NAMES.get(best['stage'], best['stage'])}, {best['backbone']}): "
@@ -98,7 +95,7 @@ def read_zero_shot(table: pd.DataFrame, pairs: pd.DataFrame) -> str:
     """Stage 1: which backbone is better zero-shot, and whether the split spread could explain it."""
     if table.empty:
         return "No zero-shot results."
-    best = _best(table)
+    best = best_row(table)
     lines = [_caveat_of(table), "", f"Zero-shot, **{best['backbone']}** ranks best: {_best_numbers(best)} "
              f"(sd over the splits {best['mAP_split_sd']:.2f})."]
     for _, p in pairs.iterrows():
@@ -157,10 +154,8 @@ def read_attention(table: pd.DataFrame, area: pd.Series, real_data: bool, random
 def read_protocols(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> str:
     """`read_comparison` for each protocol's (table, pairs), the dissertation's protocol first,
     with the caveat once."""
-    from .results import PROTOCOL_LABELS
     order = sorted(tables, key=lambda k: k != "clipfh")
-    frames = [t for t, _ in tables.values() if not t.empty]
-    head = _caveat_of(pd.concat(frames, ignore_index=True)) if frames else ""
+    head = _caveat_of(concat_tables(tables))
     return "\n\n".join([head, *(read_comparison(*tables[k], PROTOCOL_LABELS.get(k, k), with_caveat=False)
                                  for k in order)]).strip()
 
