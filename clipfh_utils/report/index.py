@@ -48,31 +48,31 @@ def _exports(out: Path, inv: str, base: str) -> str:
 
 
 def render_index(out: Path, inv: str, base: str = "") -> str:
+    """The index page, its links relative to `base` (the invocation folder as seen from the page)."""
+    return render_indexes(out, inv, [base])[0]
+
+
+def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
+    """The index page once per link base; the tables (bootstrap intervals), folder sizes and
+    earlier runs are computed once for all of them."""
     manifest = read_manifest(out, inv)
     metrics = invocation_metrics(out, inv)
     synthetic = any(not m.get("real_data", False) for m in metrics) or manifest.get("real_data") is False
     random_w = sorted({m["backbone"] for m in metrics if not m.get("pretrained", True)})
     env = manifest.get("environment", {})
-    parts = [f"<h1>CLIP-FH run: <code>{html.escape(manifest.get('profile', '?'))}</code></h1>",
-             f"<p>Invocation <code>{html.escape(inv)}</code>, started {html.escape(manifest.get('started', '?'))}"
-             f"{' · overrides: <code>' + html.escape(' '.join(manifest['overrides'])) + '</code>' if manifest.get('overrides') else ''}"
-             f"<br><small>{html.escape(short_environment(env))}</small></p>"]
+    head = [f"<h1>CLIP-FH run: <code>{html.escape(manifest.get('profile', '?'))}</code></h1>",
+            f"<p>Invocation <code>{html.escape(inv)}</code>, started {html.escape(manifest.get('started', '?'))}"
+            f"{' · overrides: <code>' + html.escape(' '.join(manifest['overrides'])) + '</code>' if manifest.get('overrides') else ''}"
+            f"<br><small>{html.escape(short_environment(env))}</small></p>"]
     if synthetic or random_w:
-        parts.append('<p class="warn"><b>Not a hand-identification result.</b> '
-                     + ("The images are synthetic. " if synthetic else "")
-                     + (f"Random (not pretrained) weights: {html.escape(', '.join(random_w))}. " if random_w else "")
-                     + "These numbers only show that the pipeline runs end to end.</p>")
+        head.append('<p class="warn"><b>Not a hand-identification result.</b> '
+                    + ("The images are synthetic. " if synthetic else "")
+                    + (f"Random (not pretrained) weights: {html.escape(', '.join(random_w))}. " if random_w else "")
+                    + "These numbers only show that the pipeline runs end to end.</p>")
     data = manifest.get("data") or []
-    parts.append(f"<p><b>Data:</b> {html.escape('; '.join(data) if isinstance(data, list) else str(data))}<br>"
-                 f"<b>Device:</b> {html.escape(str(manifest.get('device', '?')))}</p>")
-    rows = []
-    for name, st in manifest.get("notebooks", {}).items():
-        link = (f'<a href="{base}reports/{name}.html">{name}</a>' if st["ok"] else
-                f'{name} (<a href="{base}notebooks/{name}.failed.ipynb">partial notebook</a>)')
-        state = "ok" if st["ok"] else "FAILED: " + html.escape(st["error"])
-        rows.append(f"<tr><td>{link}</td><td>{state}</td><td>{st['seconds']:.1f} s</td></tr>")
-    parts.append("<h2>Reports</h2><table><tr><th>notebook</th><th>status</th><th>duration</th></tr>"
-                 + "".join(rows) + "</table>")
+    head.append(f"<p><b>Data:</b> {html.escape('; '.join(data) if isinstance(data, list) else str(data))}<br>"
+                f"<b>Device:</b> {html.escape(str(manifest.get('device', '?')))}</p>")
+    results = []
     for proto, label in PROTOCOL_LABELS.items():
         table = comparison_table(metrics, proto)
         if not table.empty:
@@ -80,22 +80,34 @@ def render_index(out: Path, inv: str, base: str = "") -> str:
             shown["run"] = table["run"]
             shown["size (MB)"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
             shown["weights"] = table["weights"]
-            parts.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(shown, list(shown.columns))
-                         + f"<p><small>{html.escape(table_note(table))}</small></p>")
-    parts.append(_exports(out, inv, base))
+            results.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(shown, list(shown.columns))
+                           + f"<p><small>{html.escape(table_note(table))}</small></p>")
     earlier = earlier_runs(out, inv)
-    if not earlier.empty:
-        parts.append("<h2>Earlier runs in this folder (not part of this invocation)</h2>"
-                     + _table(earlier, list(earlier.columns)))
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>CLIP-FH "
-            f"{html.escape(manifest.get('profile', ''))}</title><style>{_STYLE}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")
+    tail = [] if earlier.empty else ["<h2>Earlier runs in this folder (not part of this invocation)</h2>"
+                                     + _table(earlier, list(earlier.columns))]
+    pages = []
+    for base in bases:
+        rows = []
+        for name, st in manifest.get("notebooks", {}).items():
+            link = (f'<a href="{base}reports/{name}.html">{name}</a>' if st["ok"] else
+                    f'{name} (<a href="{base}notebooks/{name}.failed.ipynb">partial notebook</a>)')
+            state = "ok" if st["ok"] else "FAILED: " + html.escape(st["error"])
+            rows.append(f"<tr><td>{link}</td><td>{state}</td><td>{st['seconds']:.1f} s</td></tr>")
+        reports = ("<h2>Reports</h2><table><tr><th>notebook</th><th>status</th><th>duration</th></tr>"
+                   + "".join(rows) + "</table>")
+        parts = [*head, reports, *results, _exports(out, inv, base), *tail]
+        pages.append("<!doctype html><html><head><meta charset='utf-8'><title>CLIP-FH "
+                     f"{html.escape(manifest.get('profile', ''))}</title><style>{_STYLE}</style></head><body>"
+                     + "\n".join(parts) + "</body></html>\n")
+    return pages
 
 
 def write_index(out: str | Path, inv: str) -> Path:
     out = Path(out)
-    atomic_write_text(invocation_dir(out, inv) / "index.html", render_index(out, inv))
-    if latest_invocation(out) == inv:
-        atomic_write_text(out / "index.html", render_index(out, inv, base=f"invocations/{inv}/"))
+    newest = latest_invocation(out) == inv
+    pages = render_indexes(out, inv, ["", f"invocations/{inv}/"] if newest else [""])
+    atomic_write_text(invocation_dir(out, inv) / "index.html", pages[0])
+    if newest:
+        atomic_write_text(out / "index.html", pages[1])
         return out / "index.html"
     return invocation_dir(out, inv) / "index.html"
