@@ -34,12 +34,15 @@ def preflight(prof: Profile, profile_source: str, out: Path, *, run_states: bool
     sources = resume_sources(out, prof, [e.name for e in exps])
     cpu = torch.device("cpu")
     need, training = 0, []
+    classes = {}
     for ds in datasets:
         ds.require_images()
-        n_classes = len({r.person_id for r in ds.protocol().train})
-        for exp in exps:
+        classes[ds.key] = len({r.person_id for r in ds.protocol().train})
+    for exp in exps:
+        clip = load_backbone(exp.cfg, cpu)  # once per experiment (one at a time), not per dataset
+        for ds in datasets:
+            n_classes = classes[ds.key]
             exp.check_data(n_classes)
-            clip = load_backbone(exp.cfg, cpu)
             target = plan_run(out, prof, exp, ds, sources)
             for line in target.notes:
                 note(line)
