@@ -19,6 +19,7 @@ produced is one invocation: its comparison table (swept keys as columns) and plo
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -35,7 +36,7 @@ import yaml
 from ..atomic import atomic_write_json
 from ..config import (ConfigError, display_path, load_profile, load_yaml, parse_override, repo_path,
                       resolve_config_path)
-from ..runs import RUNS, invocation_dir, new_invocation, read_run, record_entry, relpath
+from ..runs import RUNS, invocation_dir, new_invocation, read_run, record_entry, relpath, slug
 from ..training.loop import is_finished
 from .context import open_run
 from .experiments import entry_key, experiment_run_name, metrics_files, resolve_experiments
@@ -235,7 +236,9 @@ def _run_submitit(jobs: list[SweepJob], executor: str, logs: Path, partition: st
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:120]
+    """A job's file name: runs.slug, kept short; a long label keeps a digest so names stay distinct."""
+    s = slug(text)
+    return s if len(s) <= 120 else f"{s[:111]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 def _last_line(path: Path) -> str:
