@@ -224,6 +224,8 @@ def retrieval_explorer(run: Run, metrics: list[dict]):
     from .report.results import per_query
     models = {}
     for m in metrics:
+        if per_query(m) is None:  # metrics written before per-query results were saved: nothing to rank
+            continue
         ds = run.dataset_named(m["dataset"])
         bank, images = features_of(run, m["run"], m["mode"], split=None, dataset=ds.key)  # every split
         models[m["model"]] = (bank, images, per_query(m), run.protocol(ds))
