@@ -321,7 +321,7 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
     ncols = 2
     nrows = (n + 1) // 2
     fig, axes = plt.subplots(nrows, ncols, figsize=(TEXT_WIDTH, 2.8 * nrows), squeeze=False)
-    axes = axes.flat
+    axes = axes.ravel()  # an array: indexing and slicing never depend on an iterator's position
     n_seeds = epochs["seed"].nunique() if "seed" in epochs else 1
     for ax, phase in zip(axes, phases):
         d = epochs[epochs["phase"] == phase]
@@ -384,7 +384,7 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
         ax.set_ylabel("validation metric (%)")
         ax.set_title("validation (training ids, held-out images)")
         ax.legend(handles=handles, fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3)
-    for ax in list(axes)[n:]:
+    for ax in axes[n:]:
         ax.axis("off")
     if title:
         fig.suptitle(title)
