@@ -28,6 +28,9 @@ CONFIG_DIR = REPO_ROOT / "configs"
 ASPECTS: tuple[str, ...] = ("dorsal right", "dorsal left", "palmar right", "palmar left")
 HD_KINDS: tuple[str, ...] = ("hd", "hd-synthetic")  # the HD dataset has one aspect: "dorsal"
 HD_ASPECT = "dorsal"
+# person re-identification benchmarks (the methods' own): one "aspect", their fixed query/gallery
+PERSON_KINDS: tuple[str, ...] = ("market1501", "msmt17", "market1501-synthetic")
+PERSON_ASPECT = "person"
 
 
 class ConfigError(ValueError):
@@ -70,6 +73,19 @@ class SyntheticHdCfg:
 
 
 @dataclass
+class SyntheticPersonCfg:
+    """Drawn figures in Market-1501's layout and file-name scheme (market1501-synthetic)."""
+    n_train_ids: int = setting(16, ge=2)
+    n_test_ids: int = setting(16, ge=2)
+    n_cameras: int = setting(4, ge=2, le=6)    # Market has 6; every identity is seen by >= 2
+    images_per_camera: int = setting(2, ge=1)
+    n_distractors: int = setting(6, ge=0)      # pid 0 gallery images (never match)
+    n_junk: int = setting(4, ge=0)             # pid -1 gallery images (ignored by the evaluation)
+    size: tuple[int, int] = setting((64, 128), ge=16)  # (width, height), like PIL; Market: 64x128
+    seed: int = setting(0, ge=0)
+
+
+@dataclass
 class DataCfg:
     """Where the datasets live (which of them a run uses is `Profile.datasets`)."""
     handinfo: str = "data/11k/HandInfo.csv"
@@ -90,6 +106,10 @@ class DataCfg:
     # ids <= 447 for training: the default follows the code; 251 gives the commented split.
     hd_id_threshold: int = setting(447, ge=1)
     synthetic_hd: SyntheticHdCfg = field(default_factory=SyntheticHdCfg)
+    # person ReID benchmarks in their standard layouts (docs/datasets.md, "Reproduce the papers")
+    market1501_dir: str = "data/Market-1501"   # bounding_box_train/, query/, bounding_box_test/
+    msmt17_dir: str = "data/MSMT17"            # train/, test/, list_{train,val,query,gallery}.txt
+    synthetic_person: SyntheticPersonCfg = field(default_factory=SyntheticPersonCfg)
 
 
 @dataclass
@@ -97,17 +117,25 @@ class DatasetRef:
     """One dataset a profile trains and evaluates on: a source and an aspect of the hand."""
     # synthetic | 11k | 11k-rendered (real HandInfo rows, synthetic pixels: times the full pipeline)
     # | hd (PolyU hand dorsal, real images) | hd-synthetic (synthetic hands in the HD layout)
-    dataset: Literal["synthetic", "11k", "11k-rendered", "hd", "hd-synthetic"] = "synthetic"
-    # None: the dataset's own default, "dorsal right" for 11k, "dorsal" (its only aspect) for HD
-    aspect: Optional[Literal["dorsal right", "dorsal left", "palmar right", "palmar left", "dorsal"]] = None
+    # | market1501 | msmt17 (person ReID, real images) | market1501-synthetic (drawn, Market layout)
+    dataset: Literal["synthetic", "11k", "11k-rendered", "hd", "hd-synthetic",
+                     "market1501", "msmt17", "market1501-synthetic"] = "synthetic"
+    # None: the dataset's own default, "dorsal right" for 11k, "dorsal" (its only aspect) for HD,
+    # "person" for the person benchmarks
+    aspect: Optional[Literal["dorsal right", "dorsal left", "palmar right", "palmar left", "dorsal",
+                             "person"]] = None
 
     def __post_init__(self) -> None:
         if self.aspect is None:
-            self.aspect = HD_ASPECT if self.dataset in HD_KINDS else "dorsal right"
+            self.aspect = self._only_aspect() or "dorsal right"
+
+    def _only_aspect(self) -> str | None:
+        return HD_ASPECT if self.dataset in HD_KINDS else PERSON_ASPECT if self.dataset in PERSON_KINDS else None
 
     def check(self, where: str) -> None:
-        if (self.dataset in HD_KINDS) != (self.aspect == HD_ASPECT):
-            allowed = f"'{HD_ASPECT}' (or leave it out)" if self.dataset in HD_KINDS else ", ".join(ASPECTS)
+        only = self._only_aspect()
+        if (self.aspect != only) if only else (self.aspect not in ASPECTS):
+            allowed = f"'{only}' (or leave it out)" if only else ", ".join(ASPECTS)
             raise ConfigError(f"{where}.aspect: {self.dataset} has no aspect '{self.aspect}'; use {allowed}")
 
 
@@ -137,6 +165,9 @@ class BackboneCfg:
     quick_gelu: Literal["auto", True, False] = "auto"
     # ResNet only: 1 removes the stride of layer4 (CLIP-ReID's "last stride 1": 14x14 at 224)
     last_stride: Literal[1, 2] = 2
+    # pixel mean/std: "clip" (the statistics the weights were trained with), "half" (0.5/0.5, the
+    # CLIP-ReID ViT person configs), "imagenet" (the CLIP-ReID RN50 person configs)
+    normalize: Literal["clip", "half", "imagenet"] = "clip"
     # ViT only: accept an image size that is not a multiple of the patch size (the pixels past the
     # last whole patch are ignored); otherwise such a size is an error
     crop: bool = setting(False, identity=False)

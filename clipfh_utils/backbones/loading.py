@@ -78,7 +78,7 @@ class ClipModel:
         return {"backbone": self.name, "arch": self.arch, "weights": self.weights,
                 "weights_sha256": self.weights_sha256, "pretrained": self.pretrained,
                 "quick_gelu": self.quick_gelu, "image_size": list(self.image_size),
-                "last_stride": self.last_stride}
+                "last_stride": self.last_stride, "mean": list(self.mean), "std": list(self.std)}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -342,13 +342,21 @@ class _DropRandomInitNotice(logging.Filter):
         return "No pretrained weights loaded" not in record.getMessage()
 
 
+# pixel statistics other than the model's own ("clip"): those of CLIP-ReID's person configs
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),                              # vit_clipreid.yml
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),              # cnn_clipreid.yml
+}
+
+
 def load_clip(name: str, weights: str | None = None, device: str | torch.device = "cpu",
               image_size: tuple[int, int] | None = None, seed: int = 0, quick_gelu: Any = "auto",
-              last_stride: int = 2, crop: bool = False) -> ClipModel:
+              last_stride: int = 2, crop: bool = False, normalize: str = "clip") -> ClipModel:
     """Build a CLIP model in eval mode on `device`; see the module docstring for `weights`.
 
     `image_size` (H, W) other than the native one resizes the ViT position embedding or the RN
     attnpool embedding (bicubic). `last_stride=1` (ResNet only) removes layer4's stride.
+    `normalize` picks the pixel statistics (NORMALIZATIONS; "clip": the model's own).
     Random initialisation draws from `seed` (without touching the global RNG), so a "random
     init" baseline is the same in every run.
     """
@@ -409,8 +417,8 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
         visual.image_size = size
     model = model.to(device).eval()
     size = _native_size(visual)
-    mean = tuple(getattr(visual, "image_mean", None) or OPENAI_DATASET_MEAN)
-    std = tuple(getattr(visual, "image_std", None) or OPENAI_DATASET_STD)
+    mean, std = NORMALIZATIONS.get(normalize) or (tuple(getattr(visual, "image_mean", None) or OPENAI_DATASET_MEAN),
+                                                  tuple(getattr(visual, "image_std", None) or OPENAI_DATASET_STD))
     tokenizer = open_clip.get_tokenizer(arch)
     return ClipModel(model, name, arch, kind, file is not None, source, sha, qg, size, mean, std,
                      tokenizer, last_stride)

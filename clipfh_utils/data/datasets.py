@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import HD_KINDS, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
+from ..config import HD_KINDS, PERSON_KINDS, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
 from ..console import note
 from ..provenance import file_sha256, files_digest
 from .handinfo import ASPECTS, HandInfoError, HandRecord, aspect_slug, handinfo_checksum, load_handinfo
@@ -24,6 +24,7 @@ from .protocol import Protocol, SplitRow, build_protocol, read_split_files, spli
 @dataclass
 class HandDataset:
     kind: str            # "11k" | "11k-rendered" | "synthetic" | "hd" | "hd-synthetic" (data.hd.HdDataset)
+    #                      | "market1501" | "msmt17" | "market1501-synthetic" (data.person.PersonDataset)
     aspect: str
     handinfo: Path
     images_dir: Path
@@ -101,6 +102,9 @@ def prepare_dataset(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> Ha
     if ref.dataset in HD_KINDS:
         from .hd import prepare_hd
         return prepare_hd(data, ref, protocol)
+    if ref.dataset in PERSON_KINDS:
+        from .person import prepare_person
+        return prepare_person(data, ref, protocol)
     cache = repo_path(data.cache_dir)
     common = {"aspect": ref.aspect, "cache_dir": cache, "split_seed": protocol.seed,
               "n_splits": protocol.n_splits}

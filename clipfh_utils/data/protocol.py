@@ -12,6 +12,7 @@ import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,6 +44,8 @@ class Protocol:
     queries: list[list[SplitRow]] = field(default_factory=list)
     galleries: list[list[SplitRow]] = field(default_factory=list)
     galleries_all: list[list[SplitRow]] = field(default_factory=list)
+    # the evaluations (clipfh_utils.evaluation.rank.PROTOCOLS) this protocol is scored with
+    evaluations: ClassVar[tuple[str, ...]] = ("clipfh", "mbanet")
 
     @property
     def n_splits(self) -> int:

@@ -18,11 +18,16 @@ import pandas as pd
 import torch
 
 from ..data.protocol import Protocol, SplitRow
+from .person import person_metrics
 
-# name -> (gallery lists of the protocol, AP flavour)
+# name -> (gallery lists of the protocol, AP flavour); which of them a protocol is scored with is
+# its `evaluations`
 PROTOCOLS: dict[str, tuple[str, str]] = {
     "clipfh": ("galleries", "standard"),      # single-aspect gallery, standard AP (dissertation)
     "mbanet": ("galleries_all", "trapezoid"),  # gallery_all, trapezoid AP (MBA-Net, published SOTA)
+    # person ReID benchmarks: camera-aware (same-id same-camera gallery images and junk removed per
+    # query), standard AP, the benchmark's own query/gallery (evaluation.person)
+    "person": ("galleries", "camera-aware"),
 }
 METRICS: tuple[str, ...] = ("rank1", "rank5", "rank10", "mAP")
 
@@ -94,23 +99,29 @@ class FeatureBank:
 
 
 def evaluate_protocol(bank: FeatureBank, proto: Protocol,
-                      protocols: Sequence[str] = ("clipfh", "mbanet"),
+                      protocols: Sequence[str] | None = None,
                       ks: Sequence[int] = (1, 5, 10), with_cmc: bool = False,
                       per_query: list | None = None) -> pd.DataFrame:
     """Per-split metrics for each protocol: columns protocol, split, rank1, rank5, rank10, mAP.
 
     With a list as `per_query`, one DataFrame per (protocol, split) is appended to it: query
-    image, identity, rank of the first match, AP.
+    image, identity, rank of the first match, AP. `protocols`: None = the protocol's own `evaluations`.
     """
     rows = []
-    for name in protocols:
+    for name in proto.evaluations if protocols is None else protocols:
         gallery_attr, ap = PROTOCOLS[name]
         for i in range(proto.n_splits):
-            queries = proto.queries[i]
+            queries, gallery = proto.queries[i], getattr(proto, gallery_attr)[i]
             qf, ql = bank.take(queries)
-            gf, gl = bank.take(getattr(proto, gallery_attr)[i])
-            res = rank_metrics(qf @ gf.T, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc,
-                               return_per_query=per_query is not None)
+            gf, gl = bank.take(gallery)
+            if ap == "camera-aware":
+                cams = proto.cameras
+                res = person_metrics(qf, gf, ql, gl, [cams[r.image_name] for r in queries],
+                                     [cams[r.image_name] for r in gallery], ks=ks, return_cmc=with_cmc,
+                                     return_per_query=per_query is not None)
+            else:
+                res = rank_metrics(qf @ gf.T, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc,
+                                   return_per_query=per_query is not None)
             if per_query is not None:
                 per_query.append(pd.DataFrame({
                     "protocol": name, "split": i, "query": [r.image_name for r in queries],

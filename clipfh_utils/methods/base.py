@@ -115,7 +115,7 @@ class Method:
         A method that brings its own (a torchvision CNN) overrides this; `build` gets it as ctx.clip."""
         b = cfg.backbone
         return load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
-                         last_stride=b.last_stride, crop=b.crop)
+                         last_stride=b.last_stride, crop=b.crop, normalize=b.normalize)
 
     def input_problem(self, cfg: ExperimentCfg) -> tuple[str, str] | None:
         """(dotted key, problem) when the backbone is unknown or cannot take the image size, without
