@@ -281,3 +281,8 @@ def prepare_person(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> Per
 
 
 _ANNOUNCED: set[str] = set()
+
+
+def benchmark_of(kind: str) -> Benchmark | None:
+    """The published benchmark a dataset kind stands for (its synthetic stand-in included)."""
+    return BENCHMARKS.get(kind.removesuffix("-synthetic"))

@@ -16,13 +16,18 @@ import numpy as np
 import pandas as pd
 
 from ..config import REPO_ROOT, config_diff
+from ..data.person import benchmark_of
 from ..evaluation import METRICS, cmc_from_ranks, identity_bootstrap, paired_bootstrap, seed_split_sd
 from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir
 
-# 11k Hands numbers from the papers (reference notes section 7), kept as data, not code.
+# numbers from the papers (reference notes sections 4, 5 and 7), kept as data, not code: 11k Hands
+# and HD, and the person ReID benchmarks the methods were published on
 PUBLISHED_CSV = REPO_ROOT / "data" / "published_11k.csv"
+PUBLISHED_PERSON_CSV = REPO_ROOT / "data" / "published_person.csv"
+PERSON_COLUMNS = ["method", "backbone", "dataset", "mAP", "R1", "source", "settings"]
 PROTOCOL_LABELS = {"mbanet": "mbanet: gallery_all, trapezoid AP",
-                   "clipfh": "clipfh: single-aspect gallery, standard AP"}
+                   "clipfh": "clipfh: single-aspect gallery, standard AP",
+                   "person": "person: camera-aware (same-camera matches and junk removed), standard AP"}
 STAGE_ORDER = {"stage1": 0, "stage2": 1, "stage3": 2, "baseline": 3}
 # the identity bootstrap behind every interval: resamples and seed (fixed: tables are reproducible)
 BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED = 2000, 0
@@ -36,7 +41,18 @@ def published_table() -> pd.DataFrame:
         raise ValueError(f"{PUBLISHED_CSV}: unknown protocol(s) {sorted(unknown)}; "
                          f"use one of {sorted(PROTOCOL_LABELS)}")
     df["protocol"] = df["protocol"].map(PROTOCOL_LABELS)
-    return df
+    return pd.concat([df, published_person()], ignore_index=True)
+
+
+def published_person() -> pd.DataFrame:
+    """The person-ReID rows in the published table's shape: the benchmark as `aspect`, method and
+    backbone as `method`, the settings beside the source."""
+    df = pd.read_csv(PUBLISHED_PERSON_CSV)
+    if list(df.columns) != PERSON_COLUMNS:
+        raise ValueError(f"{PUBLISHED_PERSON_CSV}: columns {list(df.columns)}; expected {PERSON_COLUMNS}")
+    return pd.DataFrame({"method": df["method"] + " " + df["backbone"], "aspect": df["dataset"],
+                         "protocol": PROTOCOL_LABELS["person"], "rank1": df["R1"], "mAP": df["mAP"],
+                         "source": df["source"] + " (" + df["settings"] + ")"})
 
 
 def invocation_metrics(out: str | Path, invocation: str | None = None) -> list[dict]:
@@ -220,8 +236,12 @@ PAIRS_NOTE = ("Differences in percentage points, B minus A, on the same splits (
 
 def benchmark(dataset_key: str, aspect: str) -> str:
     """The published table's `aspect` for a dataset: the 11k aspect ("dorsal right"; real or
-    synthetic 11k hands alike) or "HD dorsal" for the HD dataset."""
+    synthetic 11k hands alike), "HD dorsal" for the HD dataset, the person benchmark's title
+    ("Market-1501"; its synthetic stand-in alike)."""
     kind, _, slug_ = dataset_key.partition("/")
+    person = benchmark_of(kind)
+    if person:
+        return person.title
     aspect = aspect or slug_.replace("_", " ")  # payloads before "aspect" was recorded
     return f"HD {aspect}" if kind.startswith("hd") else aspect
 
