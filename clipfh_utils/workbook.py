@@ -156,7 +156,8 @@ def comparison(metrics: list[dict], name: str, same_backbone: bool = True) -> di
     from IPython.display import Markdown, display
     from .report import plotting, results
     out = {}
-    for proto, label in results.PROTOCOL_LABELS.items():
+    for proto in results.protocols_of(metrics) or list(results.PROTOCOL_LABELS)[:1]:
+        label = results.PROTOCOL_LABELS[proto]
         table = results.comparison_table(metrics, proto)
         display(Markdown(f"### {label}"))
         if table.empty:

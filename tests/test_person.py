@@ -220,3 +220,24 @@ def test_person_dataset_runs_through_the_pipeline_camera_aware(tmp_path, capsys)
     assert len(payload["identity"]["data"]["listing_sha256"]) == 64 and payload["n_splits"] == 1
     pq = res.per_query
     assert set(pq["protocol"]) == {"person"} and len(pq) == len(res.dataset.protocol().queries[0])
+    # the published person table beside ours, on the benchmark the synthetic data stands in for
+    from clipfh_utils.report import results
+    table = results.comparison_table(results.invocation_metrics(tmp_path / "out"), "person", n_boot=50)
+    assert list(table["benchmark"]) == ["Market-1501"] and results.protocols_of(results.invocation_metrics(tmp_path / "out")) == ["person"]
+    pub = results.published_comparison(table)
+    assert set(pub["benchmark"]) == {"Market-1501"} and set(pub["protocol"]) == {results.PROTOCOL_LABELS["person"]}
+    theirs = pub[pub["source"].str.startswith("published")].set_index("method")
+    assert (theirs.loc["CLIP-ReID ViT-B/16", "mAP (%)"], theirs.loc["PromptSG ViT-B/16", "Rank-1 (%)"]) == ("89.60", "97.00")
+    assert len(theirs) == 4 and "SYNTHETIC images" in pub["source"].iloc[-1]  # Market's rows only, then ours
+    assert "No comparison with a published number is like-for-like" in results.like_for_like(table)
+    text = results.like_for_like(table.assign(real_data=True, pretrained=True))
+    assert (f"- Market-1501, {results.PROTOCOL_LABELS['person']}: ours (zero_shot_tiny-vit) vs CLIP-ReID RN50, "
+            "CLIP-ReID ViT-B/16, PromptSG RN50, PromptSG ViT-B/16.") in text
+
+
+def test_published_person_csv_holds_the_papers_numbers():
+    from clipfh_utils.report.results import published_person
+    t = published_person().set_index(["aspect", "method"])
+    assert len(t) == 8 and t["protocol"].str.startswith("person").all()
+    assert (t.loc[("MSMT17", "CLIP-ReID ViT-B/16"), "mAP"], t.loc[("MSMT17", "CLIP-ReID ViT-B/16"), "rank1"]) == (73.4, 88.7)
+    assert (t.loc[("MSMT17", "PromptSG ViT-B/16"), "mAP"], t.loc[("Market-1501", "PromptSG RN50"), "mAP"]) == (87.2, 91.8)

@@ -41,7 +41,7 @@ class RetrievalExplorer(_Explorer):
     with the protocol of the dataset it was evaluated on."""
 
     def __init__(self, models: Mapping[str, tuple[FeatureBank, torch.Tensor, pd.DataFrame, Protocol]],
-                 protocol: str = "clipfh"):
+                 protocol: str | None = None):
         super().__init__()
         w = self.w
         self.models, self.protocol = models, protocol
@@ -76,7 +76,7 @@ class RetrievalExplorer(_Explorer):
         split, qs = self.split.value, self.proto.queries[self.split.value]
         gallery = self.proto.galleries[split]
         if self.view.value == "worst failures":
-            rows = worst_failures(per_query, qs, self.protocol, split, 4)
+            rows = worst_failures(per_query, qs, self.protocol or self.proto.evaluations[0], split, 4)
             self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value, name="explorer_failures",
                                               title=f"{self.model.value}: worst failures, split {split}"))
             return

@@ -144,9 +144,10 @@ def cmc_band(curves: Mapping[str, np.ndarray], max_rank: int = 20, title: str = 
 
 
 def split_spread(per_split: pd.DataFrame, metric: str = "mAP", by: str = "model",
-                 protocols: Sequence[str] = ("clipfh", "mbanet"), name: str = "split_spread", seed: int = 0):
+                 protocols: Sequence[str] = ("clipfh", "mbanet", "person"), name: str = "split_spread", seed: int = 0):
     """Per-split values as box + strip plots, one panel per protocol: how much the Monte Carlo
-    draw (and the training seed: marker shape) moves the metric."""
+    draw (and the training seed: marker shape) moves the metric. (A person benchmark has one fixed
+    split: its panel shows the spread over training seeds only.)"""
     protocols = [p for p in protocols if p in set(per_split["protocol"])]
     labels = list(dict.fromkeys(per_split[by]))
     fig, axes = plt.subplots(1, len(protocols), figsize=(TEXT_WIDTH, 2.4 + 0.15 * max(map(len, labels))),
@@ -284,10 +285,12 @@ def worst_failures(per_query: pd.DataFrame, queries: Sequence[SplitRow], protoco
 
 
 def retrieval_figures(bank: FeatureBank, images: torch.Tensor, proto: Protocol, per_query: pd.DataFrame,
-                      label: str, split: int = 0, n: int = 2, seed: int = 0, protocol: str = "clipfh",
+                      label: str, split: int = 0, n: int = 2, seed: int = 0, protocol: str | None = None,
                       k: int = 5):
     """One retrieval grid for a model: `n` queries of different identities (seeded), then the
-    split's `n` hardest failures (the queries whose true match ranks lowest)."""
+    split's `n` hardest failures (the queries whose true match ranks lowest) under `protocol`
+    (None: the first evaluation of `proto`)."""
+    protocol = protocol or proto.evaluations[0]
     queries, gallery = proto.queries[split], proto.galleries[split]
     rng = np.random.default_rng(seed)
     first: dict[str, SplitRow] = {}

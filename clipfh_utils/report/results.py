@@ -283,14 +283,30 @@ def per_split_frame(metrics: list[dict]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def protocols_of(metrics: list[dict]) -> list[str]:
+    """The protocols the payloads were scored with, in PROTOCOL_LABELS order: the 11k and HD
+    protocols for hands, "person" for the person benchmarks."""
+    have = {r["protocol"] for m in metrics for r in m["per_split"]}
+    return [p for p in PROTOCOL_LABELS if p in have]
+
+
+def main_protocol(tables: dict) -> str:
+    """The protocol a stage notebook's reading and best-model figures use: the dissertation's
+    (clipfh) where the invocation has it, else the first one it has (person)."""
+    return "clipfh" if "clipfh" in tables or not tables else next(iter(tables))
+
+
 def cmc_curves(metrics: list[dict], protocol: str = "clipfh", max_rank: int = 20) -> dict[str, np.ndarray]:
-    """model -> (seeds × splits, max_rank) CMC curves in percent, from the per-query ranks."""
+    """model -> (seeds × splits, max_rank) CMC curves in percent, from the per-query ranks (models
+    without results under `protocol` are left out)."""
     out = {}
     for m in metrics:
         pq = per_query(m)
         if pq is None:
             continue
         pq = pq[pq["protocol"] == protocol]
+        if pq.empty:
+            continue
         groups = pq.groupby(["seed", "split"] if "seed" in pq else ["split"])["rank"]
         out[m["model"]] = np.stack([cmc_from_ranks(r.to_numpy(), max_rank) for _, r in groups])
     return out

@@ -19,7 +19,7 @@ def caveat(real_data: bool, random_weights: Sequence[str] = ()) -> str:
     """The sentence that keeps a demo number from being read as a hand-identification result."""
     parts = []
     if not real_data:
-        parts.append("the images are **synthetic** hands")
+        parts.append("the images are **synthetic**")
     if random_weights:
         parts.append("the backbones (" + ", ".join(sorted(set(random_weights))) + ") start from **random "
                      "weights**, not pretrained CLIP")
