@@ -53,7 +53,7 @@ def random_case(rng, n_q=40, n_g=120, n_ids=8, n_cams=4, decimals=None):
 @pytest.mark.parametrize("seed, decimals", [(0, None), (1, None), (2, 1), (3, 0)])
 def test_camera_aware_metrics_match_a_brute_force_loop(seed, decimals, monkeypatch):
     import clipfh_utils.evaluation.person as person
-    monkeypatch.setattr(person, "QUERY_CHUNK", 7)  # several chunks, a ragged last one
+    monkeypatch.setattr(person, "QUERY_CHUNK_ELEMENTS", 7 * 120)  # chunks of 7 queries, a ragged last one
     qf, gf, qp, gp, qc, gc = random_case(np.random.default_rng(seed), decimals=decimals)
     sim = (qf.float() @ gf.float().T).tolist()
     ranks, aps = brute_force(sim, qp.tolist(), gp.tolist(), qc.tolist(), gc.tolist())
@@ -241,3 +241,28 @@ def test_published_person_csv_holds_the_papers_numbers():
     assert len(t) == 8 and t["protocol"].str.startswith("person").all()
     assert (t.loc[("MSMT17", "CLIP-ReID ViT-B/16"), "mAP"], t.loc[("MSMT17", "CLIP-ReID ViT-B/16"), "rank1"]) == (73.4, 88.7)
     assert (t.loc[("MSMT17", "PromptSG ViT-B/16"), "mAP"], t.loc[("Market-1501", "PromptSG RN50"), "mAP"]) == (87.2, 91.8)
+
+
+def test_person_profiles_carry_each_papers_settings():
+    from clipfh_utils.backbones.loading import load_clip
+    from clipfh_utils.config import load_profile
+    from clipfh_utils.pipeline.experiments import resolve_experiments
+    for name in ("market1501", "msmt17"):
+        prof = load_profile(name)
+        assert prof.protocol.n_splits == 1 and prof.datasets[0].dataset == name
+        exps = {e.name: e.cfg for e in resolve_experiments(prof)}
+        assert all(c.image_size == (256, 128) for c in exps.values()) and len(exps) == 6
+        assert {n: c.backbone.normalize for n, c in exps.items()} == {
+            "zero_shot_ViT-B-16": "half", "zero_shot_RN50": "imagenet", "stage2_person_vitb16": "half",
+            "stage2_person_rn50": "imagenet", "stage3_person_vitb16": "half", "stage3_person_rn50": "imagenet"}
+        vit, rn = exps["stage2_person_vitb16"], exps["stage2_person_rn50"]
+        assert vit.prompt.template == "A photo of a X X X X person." and (vit.finetune.p, vit.finetune.k) == (16, 4)
+        assert (vit.finetune.lr, vit.finetune.epochs, vit.finetune.milestones, vit.prompt.epochs) == (5e-6, 60, [30, 50], 120)
+        assert (rn.finetune.lr, rn.finetune.epochs, rn.finetune.milestones, rn.backbone.last_stride) == (3.5e-4, 120, [40, 70], 1)
+        for n in ("stage3_person_vitb16", "stage3_person_rn50"):
+            o = exps[n].optim
+            assert (o.lr, o.new_lr, o.epochs, o.step_size, o.gamma, o.p, o.k) == (5e-6, 5e-5, 60, 20, 0.1, 16, 4)
+            assert exps[n].prompt.template == "A photo of a X person." and o.loss_weights["supcon"] == 0.5
+    assert load_clip("tiny-vit", normalize="half").mean == (0.5, 0.5, 0.5)
+    assert load_clip("tiny-rn", normalize="imagenet").std == (0.229, 0.224, 0.225)
+    assert load_clip("tiny-vit").mean != (0.5, 0.5, 0.5)  # the model's own (CLIP's) by default

@@ -228,8 +228,8 @@ class PersonDataset(HandDataset):
         return self.kind in BENCHMARKS
 
     def records(self):
-        raise ConfigError(f"{self.key}: a person benchmark has no HandInfo.csv; its query/gallery come from "
-                          "the dataset's own folders (PersonDataset.protocol)")
+        raise ConfigError(f"{self.key}: a person benchmark has no HandInfo.csv and no split lists to write; its "
+                          "query/gallery are the dataset's own folders, checked and counted whenever a profile loads it")
 
     def protocol(self) -> PersonProtocol:
         if self._protocol is None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 JUNK = -1
-QUERY_CHUNK = 1024   # queries scored at once: MSMT17 is 11,659 x 82,161
+QUERY_CHUNK_ELEMENTS = 2 ** 24   # (queries x gallery) scored at once: MSMT17 is 11,659 x 82,161
 
 
 def camera_aware_ranks(sim: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor, q_cams: torch.Tensor,
@@ -41,7 +41,7 @@ def person_metrics(qf: torch.Tensor, gf: torch.Tensor, q_pids, g_pids, q_cams, g
                    ks: Sequence[int] = (1, 5, 10), return_cmc: bool = False,
                    return_per_query: bool = False) -> dict:
     """Rank-k and mAP in percent from query and gallery features (similarity = dot product, i.e.
-    cosine for L2-normalised features), scored in chunks of queries; the same keys as
+    cosine for L2-normalised features), scored in chunks of queries (bounded memory); the same keys as
     `rank.rank_metrics` ("cmc": percent at ranks 1..G; "rank", "ap": per query)."""
     as_t = lambda x: torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,  # noqa: E731
                                      device=qf.device).long()
@@ -50,8 +50,9 @@ def person_metrics(qf: torch.Tensor, gf: torch.Tensor, q_pids, g_pids, q_cams, g
         raise ValueError(f"{qf.shape[0]} query features, {qp.numel()} ids, {qc.numel()} cameras; "
                          f"{gf.shape[0]} gallery features, {gp.numel()} ids, {gc.numel()} cameras: must agree")
     ranks, aps = [], []
-    for s in range(0, qp.numel(), QUERY_CHUNK):
-        sl = slice(s, s + QUERY_CHUNK)
+    chunk = max(1, QUERY_CHUNK_ELEMENTS // max(1, gp.numel()))   # ~1 GB of intermediates per chunk
+    for s in range(0, qp.numel(), chunk):
+        sl = slice(s, s + chunk)
         r, a = camera_aware_ranks(qf[sl].float() @ gf.float().T, qp[sl], gp, qc[sl], gc)
         ranks.append(r.cpu())
         aps.append(a.cpu())
