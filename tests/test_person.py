@@ -266,3 +266,22 @@ def test_person_profiles_carry_each_papers_settings():
     assert load_clip("tiny-vit", normalize="half").mean == (0.5, 0.5, 0.5)
     assert load_clip("tiny-rn", normalize="imagenet").std == (0.229, 0.224, 0.225)
     assert load_clip("tiny-vit").mean != (0.5, 0.5, 0.5)  # the model's own (CLIP's) by default
+
+
+def test_retrieval_figure_shows_the_evaluated_rank_on_a_person_benchmark(market):
+    import matplotlib
+    matplotlib.use("Agg")
+    from clipfh_utils.report.plotting import retrieval_grid
+    proto = build_person_protocol(scan_market(market, "market1501-synthetic"))
+    names = [r.image_name for r in proto.eval_rows()]
+    feats = torch.nn.functional.normalize(torch.tensor(np.random.default_rng(1).normal(size=(len(names), 8)), dtype=torch.float32), dim=1)
+    bank = FeatureBank(feats, {n: i for i, n in enumerate(names)})
+    queries, gallery = proto.queries[0], proto.galleries[0]
+    qf, ql = bank.take(queries)
+    gf, gl = bank.take(gallery)
+    ranks, _ = brute_force((qf @ gf.T).tolist(), ql.tolist(), gl.tolist(), [proto.cameras[r.image_name] for r in queries],
+                           [proto.cameras[r.image_name] for r in gallery])
+    fig = retrieval_grid(bank, torch.zeros(len(names), 3, 8, 4, dtype=torch.uint8), queries, gallery, k=3,
+                         cameras=proto.cameras)
+    shown = [int(ax.get_title().split("rank ")[1].split("\n")[0]) for ax in fig.axes if ax.get_title().startswith("true match")]
+    assert shown == ranks.tolist() and max(shown) > 1

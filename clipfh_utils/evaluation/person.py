@@ -19,6 +19,13 @@ JUNK = -1
 QUERY_CHUNK_ELEMENTS = 2 ** 24   # (queries x gallery) scored at once: MSMT17 is 11,659 x 82,161
 
 
+def counted_gallery(query_label: int, query_camera: int, labels: Sequence[int], cameras: Sequence[int]) -> list[int]:
+    """Indices of the gallery images that count for one query (figures that show its ranking):
+    neither junk nor its own identity seen by its own camera."""
+    return [i for i, (g, c) in enumerate(zip(labels, cameras))
+            if g != JUNK and not (g == query_label and c == query_camera)]
+
+
 def camera_aware_ranks(sim: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor, q_cams: torch.Tensor,
                        g_cams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per query of a (Q, G) similarity block: the rank of its first valid match and its AP in [0, 1]."""

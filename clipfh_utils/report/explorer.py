@@ -74,16 +74,16 @@ class RetrievalExplorer(_Explorer):
             return
         bank, images, per_query, _ = self.models[self.model.value]
         split, qs = self.split.value, self.proto.queries[self.split.value]
-        gallery = self.proto.galleries[split]
+        gallery, cameras = self.proto.galleries[split], getattr(self.proto, "cameras", None)
         if self.view.value == "worst failures":
             rows = worst_failures(per_query, qs, self.protocol or self.proto.evaluations[0], split, 4)
-            self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value, name="explorer_failures",
+            self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value, name="explorer_failures", cameras=cameras,
                                               title=f"{self.model.value}: worst failures, split {split}"))
             return
         rows = [qs[self.query.value or 0]]
         self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value,
                                           title=f"{self.model.value}: {rows[0].image_name}, split {split}",
-                                          name="explorer_retrieval"))
+                                          name="explorer_retrieval", cameras=cameras))
 
 
 class MapExplorer(_Explorer):

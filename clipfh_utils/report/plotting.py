@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from matplotlib.ticker import MaxNLocator
 
 from ..data.protocol import Protocol, SplitRow
-from ..evaluation import FeatureBank
+from ..evaluation import FeatureBank, counted_gallery
 from ..training.losses import LOSS_TERMS, term_label
 
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency
@@ -236,14 +236,20 @@ def _frame(ax, colour: str) -> None:
 
 
 def retrieval_grid(bank: FeatureBank, images: torch.Tensor, queries: Sequence[SplitRow],
-                   gallery: Sequence[SplitRow], k: int = 5, title: str = "", name: str = "retrievals"):
+                   gallery: Sequence[SplitRow], k: int = 5, title: str = "", name: str = "retrievals",
+                   cameras: Mapping[str, int] | None = None):
     """Per query: the image, its top-k gallery matches with their cosine similarity (blue ✓ =
-    same identity, vermillion ✗ = another), and, last, its true match with its rank."""
-    gf, _ = bank.take(list(gallery))
-    k = min(k, len(gallery))
+    same identity, vermillion ✗ = another), and, last, its true match with its rank. With
+    `cameras` (a person benchmark) each query's ranking holds only the gallery images its
+    camera-aware evaluation counts, so the rank shown is the evaluated one."""
+    full = list(gallery)
+    k = min(k, len(full) - (1 if cameras else 0))
     fig, axes = plt.subplots(len(queries), k + 2, figsize=(TEXT_WIDTH, 1.25 * len(queries) + 0.5),
                              squeeze=False)
     for row, q in zip(axes, queries):
+        gallery = full if cameras is None else [full[i] for i in counted_gallery(
+            q.label, cameras[q.image_name], [g.label for g in full], [cameras[g.image_name] for g in full])]
+        gf, _ = bank.take(gallery)
         qf, _ = bank.take([q])
         sims = (qf @ gf.T)[0]
         order = torch.sort(sims, descending=True, stable=True).indices
@@ -301,7 +307,8 @@ def retrieval_figures(bank: FeatureBank, images: torch.Tensor, proto: Protocol, 
     slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
     return retrieval_grid(bank, images, picked + worst, gallery, k,
                           f"{label}, split {split}: {len(picked)} queries drawn at random, then the "
-                          f"{len(worst)} hardest failures", name=f"retrievals_{slug}")
+                          f"{len(worst)} hardest failures", name=f"retrievals_{slug}",
+                          cameras=getattr(proto, "cameras", None))
 
 
 # --------------------------------------------------------------------------- training
