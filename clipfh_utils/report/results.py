@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..config import REPO_ROOT, config_diff
 from ..evaluation import METRICS, cmc_from_ranks, identity_bootstrap, paired_bootstrap, seed_split_sd
-from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir
+from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir, per_query_path
 
 # 11k Hands numbers from the papers (reference notes section 7), kept as data, not code.
 PUBLISHED_CSV = REPO_ROOT / "data" / "published_11k.csv"
@@ -66,7 +66,7 @@ def per_query(m: dict) -> pd.DataFrame | None:
     f = m.get("metrics_file")
     if not f:
         return None
-    path = Path(f).with_name(Path(f).stem + ".per_query.csv.gz")
+    path = per_query_path(f)
     if not path.exists():
         return None
     key = (path, path.stat().st_mtime_ns)  # a re-evaluation rewrites the file: read it again
