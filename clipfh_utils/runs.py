@@ -27,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,12 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def slug(text: str) -> str:
+def slug(text: str, compact: bool = False) -> str:
+    """A file-name part from `text`: every character but [A-Za-z0-9-_.] becomes '_' (metrics
+    files, sweep jobs). `compact` (figures, tables): lower case, [a-z0-9_] only, runs of other
+    characters one '_', at most 80 characters, "figure" if nothing is left."""
+    if compact:
+        return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:80] or "figure"
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 

@@ -25,8 +25,8 @@ from typing import Callable
 import pandas as pd
 
 from .pipeline.context import Invocation, open_run
-from .report.export import FIGURES, NOTEBOOK_ENV, TABLES, Provenance, save_figure, save_table, slug_name
-from .runs import invocation_dir
+from .report.export import FIGURES, NOTEBOOK_ENV, TABLES, Provenance, save_figure, save_table
+from .runs import invocation_dir, slug
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Session:
 
     def unique(self, kind: str, name: str) -> str:
         """A file name not yet used by this notebook for a figure (or a table): name, name_2, ..."""
-        base, n = slug_name(name), 2
+        base, n = slug(name, compact=True), 2
         name = base
         while name in self.names[kind]:
             name, n = f"{base}_{n}", n + 1

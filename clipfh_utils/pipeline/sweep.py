@@ -78,14 +78,18 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
     return grid
 
 
+def _override(key: str, value: Any) -> str:
+    """`key=value` as a -p item (the value in YAML flow style)."""
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
 def load_sweep_file(path: str | Path) -> tuple[str | None, list[str], dict[str, list]]:
     """A sweep YAML: `profile:`, `overrides:` (list of -p items), `grid:` (key -> list of values)."""
     data = load_yaml(resolve_config_path(path, "sweeps"))
     unknown = set(data) - {"profile", "overrides", "grid"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: profile, overrides, grid)")
-    grid = parse_grid([f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
-                       for k, v in (data.get("grid") or {}).items()])
+    grid = parse_grid([_override(k, v) for k, v in (data.get("grid") or {}).items()])
     return data.get("profile"), list(data.get("overrides") or []), grid
 
 
@@ -93,10 +97,6 @@ def expand(grid: dict[str, list]) -> list[dict[str, Any]]:
     """Every point of the grid (the cartesian product), in a stable order."""
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def _override(key: str, value: Any) -> str:
-    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
 
 
 def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_dir: str | Path | None,
