@@ -63,7 +63,7 @@ class Protocol:
 
     def summary(self) -> dict[str, int]:
         return {
-            "train_ids": len({r.person_id for r in self.train}),
+            "train_ids": len(self.class_ids),
             "train_images": len(self.train),
             "val_images": len(self.val),
             "test_ids": len({r.person_id for r in self.test}),
