@@ -82,3 +82,11 @@ def test_excludes_zero_one_definition_for_floats_and_arrays():
     by_hand = [not (a <= 0 <= b) and not (np.isnan(a) or np.isnan(b)) for a, b in zip(lo, hi)]
     assert list(excludes_zero(lo, hi)) == by_hand == [False, True, True, False, False]
     assert [Interval(0, a, b, 1, 1, 0).excludes_zero() for a, b in zip(lo, hi)] == by_hand
+
+
+def test_the_invocation_contexts_old_name_still_works_with_a_warning():
+    import clipfh_utils.pipeline as pipeline
+    with pytest.warns(DeprecationWarning, match="now Invocation"):
+        assert pipeline.Run is pipeline.Invocation
+    with pytest.raises(AttributeError):
+        pipeline.NoSuchName  # noqa: B018
