@@ -12,7 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from clipfh_utils.config import ConfigError, SyntheticPersonCfg
+from clipfh_utils.config import SyntheticPersonCfg
 from clipfh_utils.data.person import (BENCHMARKS, PersonLayoutError, PersonListing, build_person_protocol,
                                       check_published, scan_market, scan_msmt17)
 from clipfh_utils.data.synthetic_person import generate_synthetic_person, layout
@@ -206,13 +206,13 @@ def test_published_counts_are_checked_and_every_difference_named(market):
 
 def test_person_dataset_runs_through_the_pipeline_camera_aware(tmp_path, capsys):
     from clipfh_utils.pipeline import open_run
-    with pytest.raises(ConfigError, match=r"protocol.n_splits = 10: market1501-synthetic has its own fixed query/gallery"):
-        open_run("demo", tmp_path / "bad", ["datasets=[{dataset: market1501-synthetic}]"])
     run = open_run("demo", tmp_path / "out", [
-        "experiments=[stage1]", "backbones=[{name: tiny-vit}]", "protocol.n_splits=1",
+        "experiments=[stage1]", "backbones=[{name: tiny-vit}]", "protocol.n_splits=3",
         "datasets=[{dataset: market1501-synthetic}]", f"data.synthetic_dir={tmp_path / 's'}",
         "data.synthetic_person={n_train_ids: 4, n_test_ids: 5, size: [24, 48], seed: 2}"])
-    assert "SYNTHETIC people in the Market-1501 layout" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "SYNTHETIC people in the Market-1501 layout" in out.out
+    assert "protocol.n_splits = 3 does not apply to market1501-synthetic" in out.out + out.err
     (res,) = run.run_stage("stage1", progress=False)
     assert res.dataset.key == "market1501-synthetic/person"
     payload = json.loads(res.metrics_files[""].read_text())
@@ -246,7 +246,7 @@ def test_published_person_csv_holds_the_papers_numbers():
 def test_person_profiles_carry_each_papers_settings():
     from clipfh_utils.backbones.loading import load_clip
     from clipfh_utils.config import load_profile
-    from clipfh_utils.pipeline.experiments import resolve_experiments
+    from clipfh_utils.pipeline.resolve import resolve_experiments
     for name in ("market1501", "msmt17"):
         prof = load_profile(name)
         assert prof.protocol.n_splits == 1 and prof.datasets[0].dataset == name

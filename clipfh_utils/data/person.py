@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..config import PERSON_ASPECT, ConfigError, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path
+from ..console import note
 from ..provenance import files_digest
 from .datasets import HandDataset
 from .protocol import Protocol, SplitRow
@@ -257,8 +258,8 @@ def prepare_person(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> Per
     """The real benchmark folder (checked against the published counts), or synthetic people in
     Market's layout (written once)."""
     if protocol.n_splits != 1:
-        raise ConfigError(f"protocol.n_splits = {protocol.n_splits}: {ref.dataset} has its own fixed query/gallery "
-                          "(one split, no Monte Carlo draws); set protocol.n_splits: 1")
+        note(f"protocol.n_splits = {protocol.n_splits} does not apply to {ref.dataset}: it has its own fixed "
+             "query/gallery (one split, no Monte Carlo draws; its metrics say n_splits 1)")
     if ref.dataset in BENCHMARKS:
         bench = BENCHMARKS[ref.dataset]
         root = repo_path(data.market1501_dir if ref.dataset == "market1501" else data.msmt17_dir)
