@@ -285,3 +285,23 @@ def test_retrieval_figure_shows_the_evaluated_rank_on_a_person_benchmark(market)
                          cameras=proto.cameras)
     shown = [int(ax.get_title().split("rank ")[1].split("\n")[0]) for ax in fig.axes if ax.get_title().startswith("true match")]
     assert shown == ranks.tolist() and max(shown) > 1
+
+
+def test_an_interrupted_generation_leaves_no_dataset_that_looks_finished(tmp_path, monkeypatch):
+    import clipfh_utils.data.synthetic_person as sp
+    calls = {"n": 0}
+    real = sp.draw_person
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sp, "draw_person", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic_person(tmp_path, CFG)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" not in p.name]  # only the temporary folder
+    monkeypatch.setattr(sp, "draw_person", real)
+    root = generate_synthetic_person(tmp_path, CFG)
+    assert scan_market(root, "market1501-synthetic").counts()["query_ids"] == 6 and not list(tmp_path.glob("*.tmp-*"))

@@ -7,6 +7,7 @@ Two published ways of computing AP exist for 11k Hands and they are not the same
   precision) / 2 with prev_precision = 1 at rank 1; with one relevant image 1/(2*rank) beyond
   rank 1. Used by MBA-Net on `gallery_all`.
 Ranking is a stable sort on descending similarity, so ties keep gallery order.
+The person benchmarks' camera-aware evaluation (protocol "person") is the kernel in `person`.
 """
 from __future__ import annotations
 
