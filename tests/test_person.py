@@ -305,3 +305,14 @@ def test_an_interrupted_generation_leaves_no_dataset_that_looks_finished(tmp_pat
     monkeypatch.setattr(sp, "draw_person", real)
     root = generate_synthetic_person(tmp_path, CFG)
     assert scan_market(root, "market1501-synthetic").counts()["query_ids"] == 6 and not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_zero_shot_reading_of_one_fixed_split_names_no_split_sd():
+    import pandas as pd
+    from clipfh_utils.report import story
+    row = {"model": "zs", "backbone": "tiny-vit", "stage": "stage1", "mAP_mean": 8.0, "mAP_ci_lo": 6.0, "mAP_ci_hi": 10.0,
+           "rank1_mean": 3.0, "real_data": False, "pretrained": False}
+    one = story.read_zero_shot(pd.DataFrame([{**row, "mAP_split_sd": float("nan")}]), pd.DataFrame())
+    assert "(one fixed query/gallery split)" in one and "nan" not in one
+    many = story.read_zero_shot(pd.DataFrame([{**row, "mAP_split_sd": 1.5}]), pd.DataFrame())
+    assert "(sd over the splits 1.50)" in many and "the split sd only reflects" in many

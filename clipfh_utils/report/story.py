@@ -97,15 +97,17 @@ def read_zero_shot(table: pd.DataFrame, pairs: pd.DataFrame) -> str:
     if table.empty:
         return "No zero-shot results."
     best = best_row(table)
-    lines = [_caveat_of(table), "", f"Zero-shot, **{best['backbone']}** ranks best: {_best_numbers(best)} "
-             f"(sd over the splits {best['mAP_split_sd']:.2f})."]
+    one_split = pd.isna(best["mAP_split_sd"])  # a person benchmark: its own fixed query/gallery
+    spread = "one fixed query/gallery split" if one_split else f"sd over the splits {best['mAP_split_sd']:.2f}"
+    lines = [_caveat_of(table), "", f"Zero-shot, **{best['backbone']}** ranks best: {_best_numbers(best)} ({spread})."]
     for _, p in pairs.iterrows():
         lines.append(f"Between **{p['A']}** and **{p['B']}** the mAP difference is {p['d_mAP']:+.2f} points "
                      f"{_ci(p['d_mAP_lo'], p['d_mAP_hi'])}: "
                      + ("the interval excludes 0." if excludes_zero(p["d_mAP_lo"], p["d_mAP_hi"]) else
                         "the interval includes 0, so the two backbones are not separated by these data."))
-    lines.append("Zero-shot models are not trained, so there is no seed-to-seed spread; the split sd only "
-                 "reflects the query/gallery draw over the same test identities.")
+    lines.append("Zero-shot models are not trained, so there is no seed-to-seed spread" + (
+        "; the bootstrap interval over test identities is the only uncertainty shown." if one_split else
+        "; the split sd only reflects the query/gallery draw over the same test identities."))
     return "\n".join(lines).strip()
 
 
