@@ -316,3 +316,13 @@ def test_zero_shot_reading_of_one_fixed_split_names_no_split_sd():
     assert "(one fixed query/gallery split)" in one and "nan" not in one
     many = story.read_zero_shot(pd.DataFrame([{**row, "mAP_split_sd": 1.5}]), pd.DataFrame())
     assert "(sd over the splits 1.50)" in many and "the split sd only reflects" in many
+
+
+def test_transfer_removal_of_seen_identities_keeps_the_camera_aware_evaluation(market):
+    from clipfh_utils.pipeline.transfer import remove_identities
+    proto = build_person_protocol(scan_market(market, "market1501-synthetic"))
+    seen = sorted({r.person_id for r in proto.queries[0]})[:2]
+    cut = remove_identities(proto, seen)
+    assert type(cut) is type(proto) and cut.evaluations == ("person",) and cut.cameras == proto.cameras
+    assert not {r.person_id for r in cut.queries[0] + cut.galleries[0]} & set(seen)
+    assert len(cut.queries[0]) < len(proto.queries[0]) and any(r.label == 0 for r in cut.galleries[0])

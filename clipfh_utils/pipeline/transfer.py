@@ -14,7 +14,7 @@ comparison notebook's train-set x test-set table reads them from there).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -53,9 +53,10 @@ def remove_identities(proto: Protocol, ids: Sequence[str]) -> Protocol:
     def keep(rows):
         return [r for r in rows if r.image_name not in drop]
 
-    return Protocol(proto.aspect, proto.seed, proto.train, proto.val, keep(proto.test),
-                    [keep(q) for q in proto.queries], [keep(g) for g in proto.galleries],
-                    [keep(g) for g in proto.galleries_all])
+    # replace(): a subclass keeps what it adds (a person benchmark's cameras and evaluation)
+    return replace(proto, test=keep(proto.test), queries=[keep(q) for q in proto.queries],
+                   galleries=[keep(g) for g in proto.galleries],
+                   galleries_all=[keep(g) for g in proto.galleries_all])
 
 
 def seen_test_identities(record: dict, target: HandDataset) -> list[str]:
