@@ -133,7 +133,8 @@ def _run(a: argparse.Namespace) -> int:
                   f"{x['first_steps_img_s']:.0f} img/s over its first {a.steps} steps")
     elif a.cmd == "splits":
         from .config import load_profile
-        from .data.datasets import prepare_dataset, write_all_splits
+        from .data.datasets import write_all_splits
+        from .data.prepare import prepare_dataset
         prof = load_profile(a.profile, a.param)
         for ref in prof.datasets:
             ds = prepare_dataset(prof.data, ref, prof.protocol)

@@ -132,3 +132,61 @@ def test_every_pk_method_checks_its_batch_against_the_training_identities():
         assert method.check_data(cfg, value) == {}
         problem = method.check_data(cfg, value - 1)
         assert list(problem) == [p] and f"set {p} <= {value - 1}" in problem[p], (method.name, problem)
+
+
+def module_graph() -> dict[tuple[str, ...], set[tuple[str, ...]]]:
+    """Each module (a package by its __init__) -> the package modules it imports, lazy imports included."""
+    modules = {}
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).with_suffix("").parts
+        modules[rel[:-1] if rel[-1] == "__init__" else rel] = path
+
+    def module_of(imp: tuple[str, ...]) -> tuple[str, ...] | None:  # `from .a import name`: name is no module
+        return next((imp[:n] for n in range(len(imp), 0, -1) if imp[:n] in modules), None)
+
+    return {mod: {t for t in map(module_of, package_imports(path)) if t and t != mod}
+            for mod, path in modules.items()}
+
+
+def import_cycles(graph: dict[tuple[str, ...], set[tuple[str, ...]]]) -> list[list[str]]:
+    """One cycle per strongly connected group of modules that import each other (plain DFS)."""
+    state: dict[tuple[str, ...], int] = {}  # 1 = on the current path, 2 = done
+    stack: list[tuple[str, ...]] = []
+    cycles = []
+
+    def visit(mod):
+        state[mod] = 1
+        stack.append(mod)
+        for nxt in sorted(graph[mod]):
+            if state.get(nxt) == 1:
+                cycles.append([".".join(m) for m in stack[stack.index(nxt):]] + [".".join(nxt)])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod)
+    return cycles
+
+
+def test_no_import_cycle_between_modules():
+    """Not even through a lazy import inside a function: a cycle means two modules share one job."""
+    assert import_cycles(module_graph()) == []
+
+
+def test_the_cycle_check_can_fail():
+    """Two modules importing each other, one of them only inside a function, are caught; a hand-made
+    graph gives exactly its one cycle."""
+    a, b = PKG / "data" / "_tmp_cycle_a.py", PKG / "data" / "_tmp_cycle_b.py"
+    a.write_text("from . import _tmp_cycle_b\n")
+    b.write_text("def f():\n    from ._tmp_cycle_a import _tmp_cycle_b\n")
+    try:
+        with pytest.raises(AssertionError, match=r"data\._tmp_cycle_a', 'data\._tmp_cycle_b', 'data\._tmp_cycle_a"):
+            test_no_import_cycle_between_modules()
+    finally:
+        a.unlink()
+        b.unlink()
+    hand = {("a",): {("b",)}, ("b",): {("c",)}, ("c",): {("a",), ("d",)}, ("d",): set(), ("e",): {("a",)}}
+    assert import_cycles(hand) == [["a", "b", "c", "a"]]

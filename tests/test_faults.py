@@ -34,7 +34,7 @@ from clipfh_utils.atomic import DiskFullError, atomic_write_json, require_free_s
 from clipfh_utils.cli import main
 from clipfh_utils.config import load_profile
 from clipfh_utils.data import image_cache
-from clipfh_utils.data.datasets import prepare_dataset
+from clipfh_utils.data.prepare import prepare_dataset
 from clipfh_utils.locks import LOCK_FILE, LockedError, RunLock
 from clipfh_utils.pipeline import load_run, open_run
 from clipfh_utils.pipeline import runner

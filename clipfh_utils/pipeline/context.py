@@ -14,7 +14,8 @@ import torch
 
 from ..backbones.loading import resolve_device
 from ..config import Profile, display_path, load_profile, repo_path, resolve_config_path, to_dict
-from ..data.datasets import HandDataset, load_rows, prepare_dataset
+from ..data.datasets import HandDataset, load_rows
+from ..data.prepare import prepare_dataset
 from ..data.protocol import Protocol, SplitRow
 from ..provenance import environment
 from ..runs import latest_invocation, new_invocation, read_manifest, update_manifest

@@ -16,7 +16,7 @@ import torch
 from ..atomic import require_free_space
 from ..config import Profile
 from ..console import note
-from ..data.datasets import prepare_dataset
+from ..data.prepare import prepare_dataset
 from ..methods import BuildContext
 from ..training.checkpoint import state_bytes
 from .experiments import load_backbone, resolve_experiments

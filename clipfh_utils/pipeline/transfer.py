@@ -21,7 +21,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..config import REPO_ROOT, ConfigError, to_dict
-from ..data.datasets import HandDataset, prepare_dataset
+from ..data.datasets import HandDataset
+from ..data.prepare import prepare_dataset
 from ..data.protocol import Protocol
 from ..methods import get_method
 from ..provenance import environment
