@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from clipfh_utils.backbones.loading import ClipModel, WeightsMismatchError, WeightsNotFoundError
+from clipfh_utils.backbones.loading import ClipModel
+from clipfh_utils.backbones.weights import WeightsMismatchError, WeightsNotFoundError
 from clipfh_utils.config import ConfigError, build
 from clipfh_utils.methods import BuildContext, get_method
 from clipfh_utils.methods.cnn_baseline import backbone as bb
