@@ -91,6 +91,7 @@ def test_the_import_check_can_fail(tmp_path, monkeypatch):
         bad.unlink()
 
 
+@pytest.mark.slow
 def test_a_method_from_outside_the_package_trains_evaluates_and_reports(tmp_path):
     """tests/minimal_method.py: trained by the shared loop, scored by the evaluator, in the tables
     and the index, with no package file changed."""

@@ -234,6 +234,7 @@ def test_default_backbone_of_a_method_is_clip():
 
 # --------------------------------------------------------------------------- in the pipeline
 
+@pytest.mark.slow
 def test_tiny_baseline_trains_and_reports_beside_the_clip_stages(tmp_path):
     from clipfh_utils import load_run
     from clipfh_utils.pipeline import open_run
