@@ -260,6 +260,7 @@ def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch
             run.run_stage(stage)
 
 
+@pytest.mark.slow  # the full_rendered profile's data: every protocol image rendered (~40 s)
 def test_rendered_11k_dataset_is_labelled_synthetic_and_renders_only_protocol_rows(tmp_path):
     from clipfh_utils.pipeline import open_run
 

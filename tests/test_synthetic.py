@@ -203,6 +203,7 @@ def test_render_images_for_handinfo(tmp_path):
         render_images_for_handinfo(short, tmp_path / "y")
 
 
+@pytest.mark.slow  # spawned workers import the package afresh: seconds each
 def test_worker_processes_render_the_same_bytes_as_this_process(tmp_path):
     """32 rows or more go to spawned worker processes (which import the drawing afresh by module
     path), fewer are drawn in this process: both give the same files, byte for byte."""
