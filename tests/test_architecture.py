@@ -191,3 +191,14 @@ def test_the_cycle_check_can_fail():
         b.unlink()
     hand = {("a",): {("b",)}, ("b",): {("c",)}, ("c",): {("a",), ("d",)}, ("d",): set(), ("e",): {("a",)}}
     assert import_cycles(hand) == [["a", "b", "c", "a"]]
+
+
+MAX_LINES = 450
+OVER_THE_LIMIT_FOR_NOW = {"report/plotting.py"}  # being split by its owner; remove it once it is
+
+
+def test_no_module_over_450_lines():
+    """Small modules with one job each: a module past the limit holds two jobs; split it along them."""
+    long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert set(long) <= OVER_THE_LIMIT_FOR_NOW, {k: v for k, v in long.items() if k not in OVER_THE_LIMIT_FOR_NOW}
