@@ -204,6 +204,7 @@ def test_published_counts_are_checked_and_every_difference_named(market):
 
 # --------------------------------------------------------------------------- through the pipeline
 
+@pytest.mark.slow
 def test_person_dataset_runs_through_the_pipeline_camera_aware(tmp_path, capsys):
     from clipfh_utils.pipeline import open_run
     run = open_run("demo", tmp_path / "out", [
