@@ -249,7 +249,7 @@ def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn
     Trainer(seed_dir, ctx.device, plan.state, ctx.generator, seed=ctx.seed, amp=cfg.amp,
             compile_mode=cfg.compile_mode, compile_optimizer=cfg.compile_optimizer, resume=resume,
             progress=progress, checkpoint_every=cfg.checkpoint_every, label=label,
-            keep_checkpoint=keep_checkpoint, on_epoch_end=on_epoch_end).fit(plan.phases)
+            keep_checkpoint=keep_checkpoint, on_epoch_end=on_epoch_end, config=to_dict(cfg)).fit(plan.phases)
     model.eval()
     check_images = data.val_images if data.val_images is not None else data.images[:64]
 

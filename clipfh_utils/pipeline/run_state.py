@@ -22,6 +22,7 @@ from ..data.datasets import HandDataset
 from ..locks import check_unlocked
 from ..runs import RunStateError, all_runs, now, read_run, run_dir, run_name
 from ..training.checkpoint import checkpoint_position
+from ..training.events import EVENTS_GLOB
 from ..training.loop import Trainer, is_finished
 
 FINISHED, UNFINISHED, NEW = "finished", "unfinished", "new"
@@ -71,7 +72,7 @@ class RunTarget:
         src = self.source / f"seed{seed}" if self.source else None
         if src is None or self.states.get(seed) != NEW or not (src / Trainer.CHECKPOINT).exists():
             return
-        for name in LOGS:
+        for name in [*LOGS, *sorted(f.name for f in src.glob(EVENTS_GLOB))]:  # the curves continue too
             if (src / name).exists():
                 atomic_copy(src / name, d / name)
         atomic_copy(src / Trainer.CHECKPOINT, d / Trainer.CHECKPOINT)
