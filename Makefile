@@ -29,16 +29,16 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	@$(PY) -m clipfh_utils run --profile demo
+	@$(VENV)/bin/clipfh run --profile demo
 
 full: install
-	@$(PY) -m clipfh_utils run --profile full
+	@$(VENV)/bin/clipfh run --profile full
 
 test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m clipfh_utils bench --stage 2 --backbone ViT-B-16 --batch 64 --compile --compile-mode reduce-overhead
+	$(VENV)/bin/clipfh bench --stage 2 --backbone ViT-B-16 --batch 64 --compile --compile-mode reduce-overhead
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

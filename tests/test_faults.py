@@ -611,7 +611,7 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     for needle in (f"run no invocation refers to: {orphan}", f"checkpoint of a finished seed: {out / 'runs' / a}",
                    "partial notebook of a failed run", f"temp file of an interrupted write: {tmp}",
                    "decode cache (rebuilt when needed)", f"kept  {out / 'runs' / b}: unfinished (seed0)",
-                   "5 item(s), ", f"`python -m clipfh_utils clean --remove --run-dir {out} -p data.cache_dir={cache}`"):
+                   "5 item(s), ", f"`clipfh clean --remove --run-dir {out} -p data.cache_dir={cache}`"):
         assert needle in listing, needle
     assert main([*argv, "--remove"]) == 0
     assert "removed 5 item(s)" in capsys.readouterr().out
