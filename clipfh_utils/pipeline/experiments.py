@@ -34,6 +34,7 @@ from ..data.protocol import Protocol, SplitRow
 from ..evaluation import FeatureBank, evaluate_protocol, summarize
 from ..locks import RunLock
 from ..methods import Backbone, BuildContext, ExperimentCfg, Method, get_method
+from ..report.model_card import write_model_card
 from ..provenance import environment
 from ..runs import read_run, record_entry, relpath, run_name, slug, write_run, now  # noqa: F401 (run_name: re-exported)
 from ..training.checkpoint import state_bytes
@@ -319,6 +320,7 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
             record["resumed_from"] = target.identity["resumed_from"]
     # who the model saw in training: transfer removes them from another dataset's test set
     record.setdefault("train_ids", class_ids if method.trains else [])
+    record.setdefault("train_images", len(ds.protocol().train) if method.trains else 0)  # for the model card
     record.setdefault("identity_space", ds.identity_space)
     write_run(rdir, record)
 
@@ -428,6 +430,8 @@ def write_metrics(path: Path, payload: dict, per_split: pd.DataFrame, per_query:
         per_split.to_csv(tmp, index=False)
     with atomic_path(path.with_name(path.stem + ".per_query.csv.gz")) as tmp:
         per_query.to_csv(tmp, index=False, compression="gzip")
+    if (path.parent.parent / "run.json").exists():  # runs/<run>/metrics/: the card lists every evaluation
+        write_model_card(path.parent.parent)
 
 
 def before_training(run, result: ExperimentResult) -> EvalResult:
