@@ -41,7 +41,8 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
 from ..training.weights import store_half_if_exact
-from .run_state import RunTarget, disk_need, plan_run, run_identity, target_name  # noqa: F401 (run_identity: re-exported)
+from .run_state import (RunTarget, disk_need, note_version_drift, plan_run, run_identity,  # noqa: F401 (run_identity: re-exported)
+                        target_name)
 
 STAGE1 = "stage1"
 
@@ -310,6 +311,8 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
     method, cfg, profile = exp.method, exp.cfg, run.profile
     name, rdir = target.name, target.dir
     record = read_run(rdir)
+    if record is not None:
+        note_version_drift(record, "resuming" if target.resume else "re-evaluating")
     if record is None:
         record = {"name": name, "experiment": cfg.name, "method": method.name, "stage": method.stage,
                   "created": now(), "identity": target.identity, "config": to_dict(cfg),

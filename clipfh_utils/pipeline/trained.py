@@ -25,6 +25,7 @@ from ..methods import BuildContext, get_method
 from ..runs import find_run, read_run
 from ..training.loop import is_finished, load_weights
 from .experiments import load_backbone
+from .run_state import note_version_drift
 
 ImageInput = Sequence[str | Path | Image.Image] | torch.Tensor
 
@@ -53,6 +54,7 @@ class TrainedModel:
         self.record = read_run(path)
         if self.record is None:
             raise FileNotFoundError(f"{path}: no run.json; not a run folder")
+        note_version_drift(self.record, "loading")
         self.method = get_method(self.record["method"])
         self.cfg = build(self.method.config_cls, self.record["config"], f"{path}/run.json")
         seeds = [int(s) for s in self.record.get("seeds", {})] or list(self.cfg.seeds)
