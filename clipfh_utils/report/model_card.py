@@ -17,10 +17,12 @@ import pandas as pd
 from ..atomic import atomic_write_text
 from ..evaluation import METRICS, seed_split_sd
 from ..provenance import file_sha256
-from ..runs import read_run
+from ..runs import all_metrics_files, read_run, seed_dir
+from ..training.loop import Trainer
 from .results import PROTOCOL_LABELS
 
 CARD = "MODEL_CARD.md"
+WEIGHTS = Trainer.WEIGHTS
 SECTIONS = ("Model details", "Intended use", "Factors", "Training data", "Evaluation data and protocols",
             "Metrics", "Known limitations", "How to load")
 METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP"}
@@ -34,7 +36,7 @@ NOT_COLUMNS = {"protocol", "split", "seed", "cmc"}
 def evaluations(run_dir: Path) -> list[tuple[str, dict]]:
     """(file name, payload) of every metrics file of the run, by name."""
     out = []
-    for f in sorted((Path(run_dir) / "metrics").glob("*.json")):
+    for f in all_metrics_files(run_dir):
         try:
             out.append((f.name, json.loads(f.read_text())))
         except json.JSONDecodeError as e:
@@ -46,7 +48,7 @@ def seed_weights(run_dir: Path, record: dict) -> list[tuple[str, str, str]]:
     """(seed, sha256, dtype) of each finished seed's final weights."""
     out = []
     for seed, info in sorted(record.get("seeds", {}).items(), key=lambda kv: int(kv[0])):
-        f = Path(run_dir) / f"seed{seed}" / "weights.pt"
+        f = seed_dir(run_dir, int(seed)) / WEIGHTS
         if f.exists():
             out.append((seed, file_sha256(f), info.get("weights_dtype", "float32")))
     return out
