@@ -18,6 +18,8 @@ from clipfh_utils.runs import read_run
 
 from .test_runs import FAST
 
+pytestmark = pytest.mark.slow  # the demo run's experiment, trained and re-evaluated
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

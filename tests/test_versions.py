@@ -72,6 +72,7 @@ def run_folder(tmp_path_factory):
     return out, res.run_dir
 
 
+@pytest.mark.slow
 def test_reproducing_a_run_with_other_versions_says_so_once(run_folder, monkeypatch, capsys):
     out, rdir = run_folder
     monkeypatch.setattr(run_state, "_drift_noted", set())
