@@ -517,6 +517,115 @@ def test_shipped_template_sets_are_valid():
     assert fixed_sentence("A photo of a X hand.") == "A photo of a hand."
 
 
+# --------------------------------------------------------------------------- the recipe, through the model
+# Written from the paper's recipe (reference notes, section 5), each to fail when that part is wrong.
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_id_and_triplet_see_the_interaction_output_before_bnneck(backbone):
+    cfg = tiny_cfg(backbone)
+    ctx, model = setup(cfg)
+    with torch.no_grad():  # a BNNeck that visibly changes its input
+        model.head.bn.weight.uniform_(0.5, 2.0)
+        model.head.bn.bias.normal_()
+    model.train()
+    x, y = images(8, seed=4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    with torch.no_grad():
+        out = model(x, y)
+        terms = promptsg_terms(out, y, cfg, model.supcon_temperature)
+        f = model.backbone(x)  # recomputed part by part (batch statistics: the same again)
+        prompt = model.compose(model.inversion(f.proj))
+        feature = model.interaction(prompt, model.backbone.project_tokens(f.tokens))[0]
+        bnd = F.batch_norm(feature, None, None, model.head.bn.weight, model.head.bn.bias, training=True)
+        logits = model.head.classifier(bnd)
+    assert torch.allclose(out.feature, feature, atol=1e-5)
+    assert not torch.allclose(bnd, feature, atol=1e-2)
+    assert torch.allclose(out.logits, logits, atol=1e-5)
+    assert terms["id"].item() == pytest.approx(smoothed_ce_by_hand(logits, y, 0.1), abs=1e-4)
+    triplet = sum(triplet_by_hand(v, y) for v in (feature, f.mid, f.final, f.proj))
+    assert terms["triplet"].item() == pytest.approx(triplet, abs=1e-4)
+
+
+def test_a_template_ensemble_changes_inference_only(tmp_path, monkeypatch):
+    """Training sees the config's template alone: the same prompts and the same loss as without the
+    ensemble; only the evaluated features change."""
+    from clipfh_utils.methods.promptsg import templates
+    path = tmp_path / "t.yaml"
+    path.write_text("mine:\n  - 'A close-up of the back of a X hand.'\n  - 'A X hand, palm down.'\n")
+    monkeypatch.setattr(templates, "TEMPLATES_FILE", path)
+    data = tiny_data()
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    x, y = normalize(data.images[:8], OPENAI_DATASET_MEAN, OPENAI_DATASET_STD), data.labels[:8]
+    results = {}
+    for name, extra in (("plain", {}), ("ensemble", {"prompt": {"ensemble": "mine"}})):
+        for inversion in (True, False):
+            sections = dict(extra)
+            if not inversion:
+                sections.update(inversion={"enabled": False}, optim={"loss_weights": {"id": 1, "triplet": 1, "supcon": 0}})
+            cfg = tiny_cfg(**sections)
+            ctx, model = setup(cfg)
+            phase = train_phase(cfg, model, data, ctx, PKSampler(data.labels.tolist(), 2, 2))
+            if phase.start:
+                phase.start()
+            model.train()
+            with torch.no_grad():
+                out = model(x, y) if inversion else model(x, y, model.fixed_prompt())
+                total, _ = phase.loss(x, y)
+                model.eval()
+                emb = {mode: fn(x) for mode, fn in METHOD.embedders(cfg, model).items()}
+            results[name, inversion] = (out.prompt, total, emb)
+    for inversion in (True, False):
+        (p0, t0, e0), (p1, t1, e1) = results["plain", inversion], results["ensemble", inversion]
+        assert torch.allclose(p0, p1, atol=1e-6) and torch.allclose(t0, t1, atol=1e-6)
+        assert not torch.allclose(e0["fixed"], e1["fixed"], atol=1e-4)
+    assert not torch.allclose(results["plain", True][2]["composed"], results["ensemble", True][2]["composed"], atol=1e-4)
+
+
+def encoder_grads(model, phase, x, y, cut_prompt_path=False):
+    hook = model.inversion.register_forward_pre_hook(lambda m, a: (a[0].detach(),)) if cut_prompt_path else None
+    model.zero_grad(set_to_none=True)
+    total, _ = phase.loss(x, y)
+    total.backward()
+    if hook is not None:
+        hook.remove()
+    return torch.cat([p.grad.flatten() for p in model.backbone.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("supcon", [0.5, 0.0])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_the_image_encoder_learns_through_the_prompt_path_too(backbone, supcon):
+    """The pseudo-word comes from the image, so the encoder's gradient also flows back through the
+    composed prompt (inversion network, frozen text tower, interaction query), with λ = 0 as well."""
+    cfg = tiny_cfg(backbone, optim={"loss_weights": {"id": 1.0, "triplet": 1.0, "supcon": supcon}})
+    data = tiny_data()
+    ctx, model = setup(cfg)
+    phase = train_phase(cfg, model, data, ctx, PKSampler(data.labels.tolist(), 2, 2))
+    model.train()
+    x, y = normalize(data.images[:8], ctx.clip.mean, ctx.clip.std), data.labels[:8]
+    full = encoder_grads(model, phase, x, y)
+    cut = encoder_grads(model, phase, x, y, cut_prompt_path=True)
+    assert full.shape == cut.shape and full.abs().sum() > 0
+    assert (full - cut).norm() > 1e-3 * full.norm(), "no gradient reaches the encoder through the prompt"
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_the_attention_map_carries_gradient_into_the_reweighting(blocks):
+    """With the attended value cut off, the query/key projections can learn only through the map's
+    re-weighting of the patch tokens: they must get a gradient (and none without re-weighting)."""
+    grads = {}
+    for reweight in ("scale", "none"):
+        torch.manual_seed(0)
+        mod = Interaction(InteractionCfg(blocks=blocks, heads=2, reweight=reweight), 16)
+        cross = mod.cross
+        cross.register_forward_hook(lambda m, a, o: (o[0].detach(), o[1]))
+        g = torch.Generator().manual_seed(1)
+        q, tokens = torch.randn(3, 16, generator=g), torch.randn(3, 10, 16, generator=g)
+        out, _ = mod(q, tokens)
+        (out * torch.randn(out.shape, generator=g)).sum().backward()
+        grad = cross.in_proj_weight.grad
+        grads[reweight] = 0.0 if grad is None else grad[:32].abs().sum().item()  # the q and k rows
+    assert grads["scale"] > 1e-4 and grads["none"] == 0
+
+
 # --------------------------------------------------------------------------- variants (ablations)
 
 def test_without_inversion_every_prompt_is_the_fixed_one_and_lambda_must_be_zero():
@@ -551,6 +660,32 @@ def test_baseline_is_the_image_encoder_with_id_and_triplet():
     x = images()
     with torch.no_grad():
         assert mode == "" and torch.equal(embed(x), ctx.clip.model.encode_image(x))
+
+
+def test_without_the_interaction_module_the_projected_feature_is_the_identity_feature():
+    """The paper's Table 3 "w/o MIM": ID, triplet and retrieval use the projected image feature;
+    the composed prompt still serves SupCon (and the inversion network still learns through it)."""
+    cfg = tiny_cfg(interaction={"enabled": False, "heads": 2})
+    data = tiny_data()
+    ctx, model = setup(cfg)
+    assert model.interaction is None and "no interaction module" in cfg.settings()["note"]
+    phase = train_phase(cfg, model, data, ctx, PKSampler(data.labels.tolist(), 2, 2))
+    assert list(phase.terms) == ["id", "triplet", "supcon"]
+    model.train()
+    x, y = normalize(data.images[:8], ctx.clip.mean, ctx.clip.std), data.labels[:8]
+    out = model(x, y)
+    assert out.feature is out.image and out.attention is None
+    assert torch.allclose(out.logits, model.head.classifier(model.head.bn(out.image)))
+    optimizer_step(phase.loss, phase.optimizer, phase.inputs(torch.arange(8)), phase.terms, CPU, False)
+    assert all(p.grad.abs().sum() > 0 for p in model.inversion.mlp.parameters())
+    model.eval()
+    (mode, embed), = METHOD.embedders(cfg, model).items()
+    with torch.no_grad():
+        assert mode == "" and torch.allclose(embed(x), model.backbone(x).proj)
+    assert not callable(model.attention_maps)  # no map: notebook 03 and explain/maps.py skip the model
+    with pytest.raises(ConfigError, match="interaction.enabled: without the interaction module and the inversion"):
+        tiny_cfg(interaction={"enabled": False}, inversion={"enabled": False},
+                 optim={"loss_weights": {"id": 1, "triplet": 1, "supcon": 0}})
 
 
 def test_config_errors_are_one_line_and_name_the_key():

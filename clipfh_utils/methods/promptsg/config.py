@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from ...config import ConfigError, setting
 from ...training.augment import AugmentCfg
-from ..base import ExperimentCfg
+from ..base import ClipBackboneCfg, ExperimentCfg
 
 
 @dataclass
@@ -120,6 +120,7 @@ class OptimCfg:
 
 @dataclass
 class PromptSGCfg(ExperimentCfg):
+    backbone: ClipBackboneCfg = field(default_factory=ClipBackboneCfg)
     # "promptsg": the method. "baseline": the paper's baseline, the CLIP image encoder fine-tuned
     # with ID + triplet on its projected feature (no prompt, no inversion, no interaction).
     variant: Literal["promptsg", "baseline"] = "promptsg"

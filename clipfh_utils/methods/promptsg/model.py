@@ -132,6 +132,8 @@ class PromptSG(nn.Module):
         self.fixed_sentences = [pc.fixed]  # training (the ensemble is inference only, outside the run's hash)
         self.inference_fixed_sentences = [fixed_sentence(t) for t in ensemble] if ensemble else [pc.fixed]
         self.interaction = Interaction(cfg.interaction, width) if cfg.interacts else None
+        if self.interaction is None:  # no map to show: readers test callable(model.attention_maps)
+            self.attention_maps = None
         self.head = BNNeckHead(width, n_classes)
         self.to(next(self.backbone.parameters()).device)
 
@@ -193,9 +195,6 @@ class PromptSG(nn.Module):
     def attention_maps(self, x: torch.Tensor, fixed: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-attention of the prompt over the patch grid, (B, h, w): non-negative, each map
         summing to 1 over the patches (heads averaged). `x`: normalised images."""
-        if self.interaction is None:
-            raise ValueError("this PromptSG variant has no interaction module (interaction.enabled: "
-                             "false), so it has no attention map")
         f = self.backbone(x)
         attn = self._identity(f, self._prompt(f, fixed))[1]
         return attn.float().reshape(len(x), *f.grid)
