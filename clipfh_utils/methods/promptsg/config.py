@@ -122,7 +122,8 @@ class OptimCfg:
 class PromptSGCfg(ExperimentCfg):
     backbone: ClipBackboneCfg = field(default_factory=ClipBackboneCfg)
     # "promptsg": the method. "baseline": the paper's baseline, the CLIP image encoder fine-tuned
-    # with ID + triplet on its projected feature (no prompt, no inversion, no interaction).
+    # with ID + triplet on its projected feature (no prompt, no inversion, no interaction); the
+    # triplet also sees `optim.triplet_features`' hidden states, as the method's does.
     variant: Literal["promptsg", "baseline"] = "promptsg"
     inversion: InversionCfg = field(default_factory=InversionCfg)
     interaction: InteractionCfg = field(default_factory=InteractionCfg)
@@ -174,7 +175,7 @@ class PromptSGCfg(ExperimentCfg):
         if self.uses_prompt and not self.inversion.enabled:
             notes.append("no inversion network: every prompt is the fixed one, so λ is forced to 0")
         if not self.uses_prompt:
-            notes.append("paper's baseline: image encoder, ID + triplet on its projected feature")
+            notes.append("paper's baseline: image encoder, ID on its projected feature, triplet as the method's")
         if self.uses_prompt and not self.interaction.enabled:
             notes.append("no interaction module: ID, triplet and retrieval on the projected image feature")
         o, ia = self.optim, self.interaction
