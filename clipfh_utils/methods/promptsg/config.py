@@ -181,7 +181,8 @@ class PromptSGCfg(ExperimentCfg):
         o, ia = self.optim, self.interaction
         supcon = None
         if self.composes:
-            sim = (f"cosine/τ={o.supcon_temperature:g}" if o.supcon_temperature else "cosine/τ=CLIP's") \
+            # ASCII only: the table goes to LaTeX as well
+            sim = (f"cosine/T={o.supcon_temperature:g}" if o.supcon_temperature else "cosine/T=CLIP's") \
                 if o.supcon_normalize else f"raw/T={o.supcon_temperature:g}"
             supcon = sim if o.supcon_directions == "both" else f"{sim}, {o.supcon_directions} only"
         return {"variant": self.variant,
