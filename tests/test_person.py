@@ -327,3 +327,21 @@ def test_transfer_removal_of_seen_identities_keeps_the_camera_aware_evaluation(m
     assert type(cut) is type(proto) and cut.evaluations == ("person",) and cut.cameras == proto.cameras
     assert not {r.person_id for r in cut.queries[0] + cut.galleries[0]} & set(seen)
     assert len(cut.queries[0]) < len(proto.queries[0]) and any(r.label == 0 for r in cut.galleries[0])
+
+
+@pytest.mark.parametrize("method, hand, person", [
+    ("clip_reid", "stage2_vitb16", "stage2_person_vitb16"), ("clip_reid", "stage2_rn50", "stage2_person_rn50"),
+    ("promptsg", "stage3_vitb16", "stage3_person_vitb16"), ("promptsg", "stage3_rn50", "stage3_person_rn50")])
+def test_person_configs_differ_from_the_hand_recipes_only_in_the_person_settings(method, hand, person):
+    """The recipes themselves live in the hand configs: a change there must reach the person copy."""
+    import yaml
+    from clipfh_utils.config import CONFIG_DIR
+    a, b = (yaml.safe_load((CONFIG_DIR / method / f"{n}.yaml").read_text()) for n in (hand, person))
+    assert b["image_size"] == [256, 128] and b["backbone"]["normalize"] in ("half", "imagenet")
+    assert "person." in b["prompt"]["template"] and ("fixed" not in b["prompt"] or b["prompt"]["fixed"] == "A photo of a person.")
+    for d in (a, b):
+        for k in ("name", "image_size"):
+            d.pop(k)
+        d["backbone"].pop("normalize", None)
+        d["prompt"] = {k: v for k, v in d["prompt"].items() if k not in ("template", "fixed")}
+    assert a == b
