@@ -12,7 +12,7 @@ PROFILE ?= demo
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 2000000000
 
-.PHONY: install demo full test bench clean-outputs lab
+.PHONY: install notebook-filter demo full test bench clean-outputs lab
 
 # pip's and setuptools' output goes to a log (shown only if the installation fails)
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
@@ -26,7 +26,15 @@ $(VENV)/.installed: pyproject.toml
 	   || { tail -n 40 $(VENV)/install.log; echo "[clipfh] installation failed: $(VENV)/install.log"; exit 1; }
 	@$(PY) -c "import torch, open_clip, papermill, clipfh_utils" && touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed notebook-filter
+
+# Notebooks are committed without outputs (.gitattributes): nbstripout strips them when a
+# notebook is staged; --keep-id keeps the committed cell ids (nothing changes on a clean notebook).
+notebook-filter:
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean "$(abspath $(PY)) -m nbstripout --keep-id" && \
+	  git config filter.nbstripout.smudge cat && git config filter.nbstripout.required true && \
+	  git config diff.ipynb.textconv "$(abspath $(PY)) -m nbstripout --keep-id -t"; fi
 
 demo: install
 	@$(PY) -m clipfh_utils run --profile demo

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,7 +24,26 @@ from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_CHECKOUT = Path(__file__).resolve().parents[1]
+HOME_ENV = "CLIPFH_HOME"
+
+
+def is_checkout(folder: Path) -> bool:
+    """A CLIP-FH checkout: its profiles and its notebooks."""
+    return (folder / "configs" / "profiles").is_dir() and (folder / "notebooks").is_dir()
+
+
+def find_home(cwd: Path | None = None) -> Path:
+    """The checkout whose configs, data and outputs a session uses: $CLIPFH_HOME when set, else
+    the checkout the session runs in (a notebook opened from a copy uses that copy), else the
+    one the package was installed from."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser().resolve()
+    here = (cwd or Path.cwd()).resolve()
+    return next((d for d in (here, *here.parents) if is_checkout(d)), PACKAGE_CHECKOUT)
+
+
+REPO_ROOT = find_home()
 CONFIG_DIR = REPO_ROOT / "configs"
 ASPECTS: tuple[str, ...] = ("dorsal right", "dorsal left", "palmar right", "palmar left")
 HD_KINDS: tuple[str, ...] = ("hd", "hd-synthetic")  # the HD dataset has one aspect: "dorsal"

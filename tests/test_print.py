@@ -95,6 +95,128 @@ def test_layout_check_sees_overlaps_and_legends_on_data():
     plt.close(fig)
 
 
-def _debug(tiny_dataset):
-    for f in _figures(tiny_dataset):
-        print(f.get_label(), layout_problems(f)[:6])
+
+
+# --------------------------------------------------------------------------- LaTeX that fits A4
+
+PDFLATEX = shutil.which("pdflatex")
+needs_pdflatex = pytest.mark.skipif(
+    PDFLATEX is None, reason="pdflatex missing: apt-get install -y texlive-latex-base texlive-latex-recommended "
+                             "(.ci/run installs them)")
+ARTICLE = ("\\documentclass{article}\n\\usepackage[a4paper,margin=2.5cm]{geometry}\n\\usepackage{booktabs}\n"
+           "\\begin{document}\n%s\n\\end{document}\n")
+
+
+def overfull(tex_files: list[Path], work: Path) -> dict[str, list[str]]:
+    """Compile each table \\input into a plain A4 article (2.5 cm margins, booktabs) with pdflatex;
+    {file: overfull hbox lines wider than 1 pt} (fails on a LaTeX error)."""
+    work.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for i, tex in enumerate(tex_files):
+        doc = work / f"t{i}.tex"
+        doc.write_text(ARTICLE % f"\\input{{{tex.resolve()}}}")
+        r = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=work,
+                           capture_output=True, text=True, timeout=120)
+        log = (work / f"t{i}.log").read_text(errors="replace")
+        assert r.returncode == 0, (tex, log[-1500:])
+        wide = [ln for ln in log.splitlines() if (m := re.search(r"Overfull \\hbox \(([\d.]+)pt too wide", ln))
+                and float(m.group(1)) > 1.0]
+        if wide:
+            found[str(tex)] = wide
+    return found
+
+
+def _tables(tmp: Path) -> list[Path]:
+    """The exported tables of a comparison with long labels (the demo's widest), its pairs, a
+    snake_case counts table and a float32 share table."""
+    payloads = [_payload(tmp, name, stage, shift, seeds=(0, 1)) for name, stage, shift in
+                (("zero_shot_tiny-vit", "stage1", 0.0), ("demo_tiny_vit", "stage2", 1.0),
+                 ("stage3_demo_tiny_vit [composed]", "stage3", 1.0))]
+    for m, title in zip(payloads, ("zero-shot CLIP", "CLIP-ReID", "PromptSG")):
+        m["method_title"], m["mode"] = title, "composed" if title == "PromptSG" else ""
+    table = results.comparison_table(payloads, "clipfh", n_boot=50)
+    pairs = results.paired_table(payloads, "clipfh", n_boot=50)
+    folder = tmp / "tables"
+    export.save_table(results.display_table(table), folder, "comparison", PROV, caption="c", note="n", data=table)
+    export.save_table(results.display_pairs(pairs, table), folder, "pairs", PROV, caption="p", data=pairs)
+    counts = pd.DataFrame({"aspect": ["dorsal right"], "train_ids": [143], "queries_per_split": [512],
+                           "gallery_all_per_split": [190]})
+    export.save_table(display.cells(display.human_columns(counts)), folder, "counts", PROV, caption="k")
+    return sorted(folder.glob("*.tex"))
+
+
+@needs_pdflatex
+def test_every_exported_table_fits_an_a4_text_width(tmp_path):
+    tex = _tables(tmp_path)
+    assert len(tex) >= 4  # the comparison and the pairs were split
+    assert not overfull(tex, tmp_path / "latex")
+
+
+@needs_pdflatex
+def test_the_fit_check_sees_a_table_wider_than_the_page(tmp_path):
+    wide = pd.DataFrame({f"column {i}": ["12.3 [10.1, 14.2]"] for i in range(12)})
+    (tmp_path / "wide.tex").write_text(latex.latex_table(wide, "too wide"))
+    assert overfull([tmp_path / "wide.tex"], tmp_path / "latex")
+
+
+# --------------------------------------------------------------------------- notebooks in git
+
+def _committed_notebooks() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=REPO, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def test_every_committed_notebook_is_output_free():
+    import nbformat
+    paths = _committed_notebooks()
+    assert len(paths) >= 8, paths
+    for path in paths:  # the staged version (what a commit records), not the working copy
+        blob = subprocess.run(["git", "show", f":{path}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        nb = nbformat.reads(blob, as_version=4)
+        assert "widgets" not in nb.metadata, path
+        for c in nb.cells:
+            if c.cell_type == "code":
+                assert c.outputs == [] and c.execution_count is None, (path, c.source[:60])
+
+
+@pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None, reason="needs git and make")
+def test_make_sets_up_the_filter_that_strips_a_saved_notebook(tmp_path):
+    """In a fresh repository with our .gitattributes, `make notebook-filter` sets up nbstripout;
+    staging a notebook with outputs then records it without them, cell ids kept."""
+    import sys
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    shutil.copy(REPO / ".gitattributes", repo / ".gitattributes")
+    subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "notebook-filter", f"PY={sys.executable}"],
+                   cwd=repo, check=True)
+    nb = new_notebook(cells=[new_code_cell("1 + 1", execution_count=3, outputs=[
+        new_output("execute_result", {"text/plain": "2"}, execution_count=3)])])
+    nb.cells[0].id = "keep-me"
+    nbformat.write(nb, repo / "a.ipynb")
+    subprocess.run(["git", "add", "a.ipynb"], cwd=repo, check=True)
+    staged = nbformat.reads(subprocess.run(["git", "show", ":a.ipynb"], cwd=repo, capture_output=True, text=True,
+                                           check=True).stdout, as_version=4)
+    assert staged.cells[0].outputs == [] and staged.cells[0].execution_count is None
+    assert staged.cells[0].id == "keep-me" and staged.cells[0].source == "1 + 1"
+    assert nbformat.read(repo / "a.ipynb", as_version=4).cells[0].outputs  # the working copy keeps its outputs
+
+
+def test_a_session_uses_the_checkout_it_runs_in_or_clipfh_home(tmp_path, monkeypatch):
+    from clipfh_utils.config import PACKAGE_CHECKOUT, find_home
+    copy = tmp_path / "copy"
+    (copy / "configs" / "profiles").mkdir(parents=True)
+    (copy / "notebooks").mkdir()
+    monkeypatch.delenv("CLIPFH_HOME", raising=False)
+    assert find_home(copy / "notebooks") == copy.resolve()       # a notebook opened from a copy
+    assert find_home(tmp_path) == PACKAGE_CHECKOUT                # outside any checkout: the installed one
+    monkeypatch.setenv("CLIPFH_HOME", str(copy))
+    assert find_home(REPO / "notebooks") == copy.resolve()       # CLIPFH_HOME wins
+    env = {k: v for k, v in __import__("os").environ.items() if k != "CLIPFH_HOME"}
+    got = subprocess.run([__import__("sys").executable, "-c", "from clipfh_utils.config import REPO_ROOT; "
+                          "print(REPO_ROOT)"], cwd=copy / "notebooks", capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(REPO)}, check=True).stdout.strip()
+    assert got == str(copy.resolve())

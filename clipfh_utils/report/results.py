@@ -144,7 +144,7 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None or pd.isna(x) else f"{x:.{digits}f}"
 
 
-METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP"}
+METRIC_LABELS = {"mAP": "mAP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}  # the headline first
 
 
 def display_table(table: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
