@@ -139,21 +139,44 @@ def show_table(df: pd.DataFrame, name: str, caption: str = "", note: str = "", d
     """Show a table whole (no index, no truncated cells; it scrolls in its own box when wide),
     with human headers and numbers rounded for display, every string escaped; its note once
     per report (a later table with the same note points to it); and export it as CSV (`data`,
-    the full numbers, or `df` unrounded) and LaTeX (as shown)."""
-    from IPython.display import HTML, Markdown
-    from IPython.display import display as show
+    the full numbers, or `df` unrounded) and LaTeX (as shown). A table another report of the
+    invocation showed already becomes a link to that report (its files are exported here too)."""
+    from IPython.display import HTML
+    from IPython.display import display as show_
     shown = display.cells(display.human_columns(df))
-    show(HTML(display.table_html(shown, caption)))
-    seen = _session is not None and note in _session.notes
-    if note and not seen:
-        show(HTML(f"<p><small>{display.esc(note)}</small></p>"))
-        if _session is not None:
-            _session.notes.add(note)
-    elif note:
-        show(Markdown("<small>Columns as explained under the first such table above.</small>"))
     if export and _session is not None and _session.notebook:
-        save_table(shown, _session.folder(TABLES), _session.unique(TABLES, name), _session.provenance(), caption,
-                   note, df if data is None else data)
+        csv, _ = save_table(shown, _session.folder(TABLES), _session.unique(TABLES, name), _session.provenance(),
+                            caption, note, df if data is None else data)
+        earlier = _same_table_elsewhere(csv)
+        if earlier:
+            show_(HTML(f"<p><b>{display.esc(caption)}</b>: the same table as in "
+                       f'<a href="{display.esc(earlier)}.html">{display.esc(earlier)}</a>.</p>'))
+            return
+    show_(HTML(display.table_html(shown, caption)))
+    _show_note(note)
+
+
+def _same_table_elsewhere(csv: Path) -> str:
+    """The notebook of this invocation that exported the very same numbers already ("" if none)."""
+    own = csv.read_bytes()
+    for other in sorted(csv.parent.parent.glob("*/*.csv")):
+        if other.parent != csv.parent and other.stat().st_size == len(own) and other.read_bytes() == own:
+            return other.parent.name
+    return ""
+
+
+def _show_note(note: str) -> None:
+    """A table's note, once per report; a later table with the same note points to it."""
+    from IPython.display import HTML
+    from IPython.display import display as show_
+    if not note:
+        return
+    if _session is not None and note in _session.notes:
+        show_(HTML("<p><small>Columns as explained under the first such table above.</small></p>"))
+        return
+    show_(HTML(f"<p><small>{display.esc(note)}</small></p>"))
+    if _session is not None:
+        _session.notes.add(note)
 
 
 def show(df: pd.DataFrame) -> None:
@@ -161,6 +184,13 @@ def show(df: pd.DataFrame) -> None:
     from IPython.display import HTML
     from IPython.display import display as show_
     show_(HTML(display.table_html(display.cells(display.human_columns(df)))))
+
+
+def markdown(text: str) -> None:
+    """Generated Markdown (names, paths and other free text in it shown as text, never as HTML)."""
+    from IPython.display import Markdown
+    from IPython.display import display as show_
+    show_(Markdown(display.safe_markdown(text)))
 
 
 def reading(text: str) -> None:

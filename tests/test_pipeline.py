@@ -344,3 +344,31 @@ def test_interactive_explorer_over_the_demo_runs(demo_run):
     ex.model.value = "demo_tiny_vit"
     ex.view.value = "worst failures"
     assert ex.last == "explorer_failures"
+
+
+@pytest.mark.slow
+def test_demo_exports_are_print_ready(demo_run, tmp_path):
+    """Every exported table fits an A4 text width (pdflatex), carries the synthetic mark in its
+    caption; every exported figure carries it inside (the SVG's text); every report's tables
+    scroll in their own box and no free text became a live element."""
+    from bs4 import BeautifulSoup
+    from tests.test_print import PDFLATEX, live_injections, overfull
+    out, index, _ = demo_run
+    root = out / "invocations" / latest_invocation(out)
+    tex = sorted(root.glob("tables/*/*.tex"))
+    assert tex
+    for t in tex:
+        caption = re.search(r"\\caption\{(.*)\}", t.read_text()).group(1)
+        assert "NOT A HAND-IDENTIFICATION RESULT: synthetic images and random weights" in caption, t
+    if PDFLATEX:
+        assert not overfull(tex, tmp_path / "latex")
+    for svg in root.glob("figures/*/*.svg"):
+        assert "NOT A HAND-IDENTIFICATION RESULT" in svg.read_text(), svg
+    for page in [index, *root.glob("reports/*.html")]:
+        html = page.read_text()
+        assert not live_injections(html), page
+        soup = BeautifulSoup(html, "html.parser")
+        for table in soup.find_all("table"):  # in its own box that scrolls sideways: the page never widens
+            box = table.find_parent("div", class_="clipfh-table")
+            small = page == index and table.find("th") and table.find("th").text in ("notebook",)
+            assert small or (box is not None and "overflow-x:auto" in box.get("style", "")), (page, str(table)[:200])

@@ -220,3 +220,65 @@ def test_a_session_uses_the_checkout_it_runs_in_or_clipfh_home(tmp_path, monkeyp
                           "print(REPO_ROOT)"], cwd=copy / "notebooks", capture_output=True, text=True,
                          env={**env, "PYTHONPATH": str(REPO)}, check=True).stdout.strip()
     assert got == str(copy.resolve())
+
+
+# --------------------------------------------------------------------------- no live HTML from free text
+
+HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+
+
+def live_injections(html: str) -> list[str]:
+    """Elements or attributes a hostile string would have made live: an <img> that is not an
+    embedded figure, a <script> that runs alert(), any on* event attribute."""
+    from bs4 import BeautifulSoup
+    soup = BeautifulSoup(html, "html.parser")
+    found = [str(t)[:80] for t in soup.find_all("img") if not str(t.get("src", "")).startswith("data:image/")]
+    found += [str(t)[:80] for t in soup.find_all("script") if "alert(" in (t.string or "")]
+    found += [f"{t.name}[{a}]" for t in soup.find_all(True) for a in t.attrs if a.lower().startswith("on")]
+    return found
+
+
+def test_the_injection_check_sees_a_live_element():
+    assert len(live_injections(f"<p>{HOSTILE}</p>")) == 3
+    assert live_injections("<p>" + display.esc(HOSTILE) + "</p>") == []
+
+
+HOSTILE_CELLS = [
+    "import pandas as pd, matplotlib.pyplot as plt",
+    "from clipfh_utils import workbook as wb\nfrom clipfh_utils.report import plotting, results, story",
+    f"H = {HOSTILE!r}\nrun = wb.start('demo', RUN_DIR, ['description=' + H], notebook='99_hostile')",
+    # a weights path, a prompt template and a HandInfo.csv field: in cells, a caption and a note
+    "wb.show_table(pd.DataFrame({'model': ['m ' + H], 'weights': ['/data/' + H + '/w.pt'], "
+    "'template': ['A photo of a X hand ' + H], 'skinColor': [H]}), 'settings', caption='Settings ' + H, "
+    "note='Data and weights: /data/' + H + '/w.pt')",
+    "table = pd.DataFrame({'model': ['a', 'b'], 'label': ['zs ' + H, 'ft ' + H], 'stage': ['stage1', 'stage2'], "
+    "'backbone': [H, H], 'protocol': 'clipfh', 'mAP_mean': [20.0, 60.0], 'mAP_ci_lo': [15.0, 50.0], "
+    "'mAP_ci_hi': [25.0, 70.0], 'rank1_mean': [10.0, 40.0], 'mAP_seed_sd': [1.0, 2.0], "
+    "'mAP_split_sd': [1.0, 3.0], 'real_data': False, 'pretrained': False, 'dataset': H})\n"
+    "pairs = pd.DataFrame({'A': ['a'], 'B': ['b'], 'backbone': [H], 'd_mAP': [40.0], 'd_mAP_lo': [30.0], "
+    "'d_mAP_hi': [50.0], 'd_rank1': [30.0]})",
+    "plotting.comparison_bars(table.assign(mAP_ci_lo=15.0, mAP_ci_hi=65.0), title='mAP ' + H, name='bars');",
+    "wb.show_table(results.display_pairs(pairs.assign(d_mAP_lo=1.0, d_mAP_hi=2.0, d_rank1_lo=1.0, d_rank1_hi=2.0,"
+    " verdict=H), table), 'pairs', caption=H, note=results.PAIRS_NOTE)",
+    "wb.reading(story.read_comparison(table, pairs, protocol_label=H))",
+]
+
+
+@pytest.mark.slow
+def test_reports_show_hostile_free_text_as_text(tmp_path):
+    """A report rendered (executed by a kernel, converted with the report template) from hostile
+    names, paths, a prompt template and a metadata field: every one shows as text, none is live."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    from clipfh_utils.pipeline.runner import export_html
+    import papermill as pm
+    cells = [f"RUN_DIR = {str(tmp_path / 'out')!r}", *HOSTILE_CELLS]
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in cells],
+                                metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                         "language": "python"}}), tmp_path / "in.ipynb")
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(REPO), progress_bar=False,
+                        kernel_name="python3")
+    html = export_html(tmp_path / "out.ipynb", tmp_path / "out.html").read_text()
+    assert html.count("onerror=alert(1)") >= 8  # the text is there, escaped, in every place
+    assert not live_injections(html), live_injections(html)
+    assert "Reading the results" in html and "Settings &lt;img" in html

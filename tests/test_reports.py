@@ -453,9 +453,13 @@ def test_explorer_draws_the_chosen_query_and_the_worst_failures(tiny_dataset):
     evaluate_protocol(bank, proto, per_query=pq)
     ex = RetrievalExplorer({"m": (bank, torch.zeros(len(rows), 3, 8, 8, dtype=torch.uint8), pd.concat(pq), proto)})
     assert ex.last == "explorer_retrieval"
+    # the controls show what is drawn: the first query, named in the figure's title; wide enough
+    assert ex.query.value == 0 and ex.query.label.startswith(proto.queries[0][0].image_name)
+    assert not ex.query.disabled and ex.query.layout.width == "34em"
     ex.view.value = "worst failures"
-    assert ex.last == "explorer_failures"
+    assert ex.last == "explorer_failures" and ex.query.disabled  # inert in this view: disabled
     ex.view.value = "one query"
+    assert not ex.query.disabled
     ex.split.value = 1
     assert len(ex.query.options) == len(proto.queries[1]) and ex.last == "explorer_retrieval"
     # a model evaluated on another protocol (another dataset): its own splits and queries
