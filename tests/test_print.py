@@ -282,3 +282,82 @@ def test_reports_show_hostile_free_text_as_text(tmp_path):
     assert html.count("onerror=alert(1)") >= 8  # the text is there, escaped, in every place
     assert not live_injections(html), live_injections(html)
     assert "Reading the results" in html and "Settings &lt;img" in html
+
+
+# --------------------------------------------------------------------------- reading text quotes its table
+
+NUM = r"[-+]?\d+\.\d+"
+
+
+def _demo_like(tmp: Path):
+    payloads = [_payload(tmp, name, stage, shift, seeds=seeds) for name, stage, shift, seeds in
+                (("zero_shot_tiny-vit", "stage1", 0.0, (0,)), ("demo_tiny_vit", "stage2", 1.0, (0, 1)),
+                 ("stage3_demo_tiny_vit", "stage3", 0.5, (0, 1)))]
+    for m, title in zip(payloads, ("zero-shot CLIP", "CLIP-ReID", "PromptSG")):
+        m["method_title"] = title
+    table = results.comparison_table(payloads, "clipfh", n_boot=200)
+    return table, results.paired_table(payloads, "clipfh", n_boot=200)
+
+
+def _cell_numbers(cell: str) -> list[str]:
+    return re.findall(NUM, cell)
+
+
+def test_each_sentence_quotes_the_cells_of_the_table_shown(tmp_path):
+    table, pairs = _demo_like(tmp_path)
+    shown = results.display_table(table).set_index("model")
+    shown_pairs = results.display_pairs(pairs, table)
+    text = story.read_comparison(table, pairs)
+    best = shown["mAP (%)"].map(lambda c: float(_cell_numbers(c)[0])).idxmax()
+    # best model: its mAP cell (mean and interval) and its Rank-1 mean, as printed in the table
+    sentence = next(ln for ln in text.splitlines() if "the best model is" in ln)
+    assert f"**{best}**" in sentence
+    assert re.findall(NUM, sentence.split(":", 1)[1]) == _cell_numbers(shown.loc[best, "mAP (%)"]) + \
+        _cell_numbers(shown.loc[best, "Rank-1 (%)"])[:1]
+    # the next best: the difference of the two cells a reader sees
+    means = shown["mAP (%)"].map(lambda c: float(_cell_numbers(c)[0])).sort_values(ascending=False)
+    second = next(ln for ln in text.splitlines() if "The next best" in ln)
+    assert f"**{means.index[1]}**" in second and f"is {means.iloc[0] - means.iloc[1]:.1f} mAP points lower" in second
+    # each pair: ΔmAP, its interval and ΔRank-1 from the pairs table; the seed sd from the comparison's cell
+    pair_lines = [ln for ln in text.splitlines() if ln.startswith("- **")]
+    assert len(pair_lines) == len(shown_pairs) > 0
+    for ln, (_, row) in zip(pair_lines, shown_pairs.iterrows()):
+        assert ln.startswith(f"- **{row['B']}** vs **{row['A']}**")
+        numbers = re.findall(NUM, ln.split("):", 1)[1])
+        assert numbers[:4] == [row["ΔmAP (B − A)"], *_cell_numbers(row["ΔmAP 95 % interval"]), row["ΔRank-1 (B − A)"]]
+        sds = [shown.loc[m, "mAP sd seeds"] for m in (row["A"], row["B"]) if shown.loc[m, "mAP sd seeds"] != "—"]
+        if "seed sd (" in ln or "larger seed sd" in ln:
+            assert re.search(r"seed sd \(?(\d+\.\d+)", ln).group(1) == max(sds, key=float)
+        verdicts = sum(ln.count(v) for v in ("is better", "not resolved"))
+        assert verdicts == 1, ln  # one conclusion per pair
+
+
+def test_zero_shot_sentence_gives_each_metric_its_own_split_sd(tmp_path):
+    table, pairs = _demo_like(tmp_path)
+    zs = table[table["stage"] == "stage1"]
+    zs = pd.concat([zs, zs.assign(model="other", label="zero-shot CLIP · tiny-rn", backbone="tiny-rn",
+                                  mAP_mean=zs["mAP_mean"] - 5)], ignore_index=True)
+    shown = results.display_table(zs).set_index("model")
+    text = story.read_zero_shot(zs, pairs.iloc[:0])
+    line = next(ln for ln in text.splitlines() if "ranks best" in ln)
+    row = shown.iloc[0]  # the better of the two (the other is 5 points lower)
+    # mAP mean, interval, mAP split sd, Rank-1 mean, Rank-1 split sd (not mAP's: the "1.84" bug)
+    assert re.findall(NUM, line) == [*_cell_numbers(row["mAP (%)"]), row["mAP sd splits"],
+                                     _cell_numbers(row["Rank-1 (%)"])[0], row["Rank-1 sd splits"]], line
+    assert row["mAP sd splits"] != row["Rank-1 sd splits"]
+
+
+def test_attention_sentences_quote_the_rounded_shares_shown():
+    regions = ["background", "fingers", "knuckles", "back of hand / palm", "wrist"]
+    area = pd.Series([70.04, 10.0, 5.0, 9.96, 5.0], index=regions)
+    raw = np.array([[69.96, 9.26, 5.0, 10.0, 5.65], [64.0, 14.74, 5.0, 10.25, 5.0]], dtype=np.float32)
+    table = pd.DataFrame(raw, columns=regions, index=["zs · rollout", "ft · rollout"]).assign(
+        model=["zs", "ft"], stage=["stage1", "stage2"], backbone="vit", map="rollout")
+    shown = display.cells(table[regions])  # what show_table prints: 1 decimal, float32 noise gone
+    assert shown.loc["ft · rollout", "fingers"] == "14.7" and "14.7399" not in shown.to_string()
+    text = story.read_attention(table, area, real_data=False)
+    move = next(ln for ln in text.splitlines() if "puts" in ln)
+    d = float(shown.loc["ft · rollout", "fingers"]) - float(shown.loc["zs · rollout", "fingers"])
+    assert f"the fingers ({d:+.1f} points)" in move and d == pytest.approx(5.4)  # 14.7 − 9.3 (raw: +5.5)
+    assert f"{shown.loc['ft · rollout', 'background']} % on the background against " \
+           f"{shown.loc['zs · rollout', 'background']} % zero-shot" in move

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from ..training.losses import LOSS_TERMS, term_label
 from .style import LINESTYLES, MARKERS, OKABE_ITO, TEXT_WIDTH, named
 
-BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.2), "fontsize": 6.5}  # under the x label
+BESIDE = {"loc": "center left", "bbox_to_anchor": (1.01, 0.5), "fontsize": 6.5}  # right of the panel
 
 
 def _relative_change(series: pd.Series) -> str:
@@ -32,9 +32,8 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
     phases = list(dict.fromkeys(epochs["phase"]))
     val_cols = [c for c in epochs.columns if c.startswith("val_") and epochs[c].notna().any()]
     n = len(phases) + 1 + (1 if val_cols else 0)
-    ncols = 2
-    nrows = (n + 1) // 2
-    fig, axes = plt.subplots(nrows, ncols, figsize=(TEXT_WIDTH, 3.1 * nrows), squeeze=False)
+    # one panel per row, the full text width, its legend beside it: long term names never squeeze it
+    fig, axes = plt.subplots(n, 1, figsize=(TEXT_WIDTH, 2.0 * n + 0.2), squeeze=False)
     axes = axes.ravel()  # an array: indexing and slicing never depend on an iterator's position
     n_seeds = epochs["seed"].nunique() if "seed" in epochs else 1
     for ax, phase in zip(axes, phases):
@@ -55,7 +54,7 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (mean per step)")
         ax.set_title(f"phase '{phase}'" + (f" · mean ± sd of {n_seeds} seeds" if n_seeds > 1 else ""))
-        ax.legend(title="term (change over the phase)", title_fontsize=6.5, ncol=2, **BELOW)
+        ax.legend(title="term (change over the phase)", title_fontsize=6.5, **BESIDE)
     ax = axes[len(phases)]
     offset, style = 0, 0
     first_seed = epochs[epochs["seed"] == epochs["seed"].min()] if "seed" in epochs else epochs
@@ -79,7 +78,7 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
     ax.set_xlabel("epoch (phases in sequence)")
     ax.set_ylabel("learning rate")
     ax.set_title("learning rate per group")
-    ax.legend(ncol=2, **BELOW)
+    ax.legend(**BESIDE)
     if val_cols:
         ax = axes[len(phases) + 1]
         d = epochs.dropna(subset=val_cols, how="all")
@@ -96,7 +95,7 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
         ax.set_xlabel(f"epoch (phase '{d['phase'].iloc[0]}')" if len(d) else "epoch")
         ax.set_ylabel("validation metric (%)")
         ax.set_title("validation (training ids, held-out images)")
-        ax.legend(handles=handles, ncol=3, **BELOW)
+        ax.legend(handles=handles, ncol=2, **BESIDE)
     for ax in axes[n:]:
         ax.axis("off")
     return named(fig, name, title)
