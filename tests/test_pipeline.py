@@ -194,7 +194,8 @@ def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
         assert head and rows, tex
         body = [ln for ln in tex.read_text().splitlines() if not ln.startswith("%")]
         assert all(ln.isascii() for ln in body), (tex, [ln for ln in body if not ln.isascii()][:2])  # pdflatex
-        assert (tex.with_suffix(".csv")).exists()
+        full = re.search(r"full numbers: (\S+\.csv)", tex.read_text().splitlines()[1]).group(1)
+        assert (tex.parent / full).exists() and (full == f"{tex.stem}.csv" or tex.stem.startswith(full[:-4] + "_"))
         assert f'href="invocations/{inv}/tables/{tex.parent.name}/{tex.name}"' in html
     head, rows = parse_latex_table((root / "tables" / "04_comparison" / "comparison_clipfh.tex").read_text())
     assert head[0] == "model" and len(rows) == len(invocation_metrics(out))  # a row per experiment

@@ -107,7 +107,8 @@ def save_table(df: pd.DataFrame, folder: str | Path, name: str, prov: Provenance
         what = {"": "", "_spread": " (spread and cost)"}.get(suffix.rstrip("_0123456789"), "")
         n = f" (part {suffix.rsplit('_', 1)[-1]})" if suffix[-1:].isdigit() else ""
         atomic_write_text(folder / f"{name}{suffix}.tex",
-                          latex_table(part, caption + what + n, name + suffix, note, prov.line()))
+                          latex_table(part, caption + what + n, name + suffix, note,
+                                      prov.line() + f" · full numbers: {csv.name}"))
     return csv, tex
 
 

@@ -102,11 +102,12 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
         reports = ("<h2>Reports</h2><table><tr><th>notebook</th><th>status</th><th>duration</th></tr>"
                    + "".join(rows) + "</table>")
         summary = []
-        for label, shown, table in results:  # the full table with its spreads: in the comparison report
+        for i, (label, shown, table) in enumerate(results):  # the full tables with spreads: the comparison report
             where = (f'All columns (sds, n, timings) and paired differences: <a href="{base}reports/{FULL_REPORT}.html">'
                      f"{FULL_REPORT}</a>. " if full else "")
+            note = html.escape(table_note(table)) if i == 0 else "Columns as under the first results table."
             summary.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(shown, SUMMARY)
-                           + f"<p><small>{where}{html.escape(table_note(table))}</small></p>")
+                           + f"<p><small>{where}{note}</small></p>")
         parts = [*head, reports, *summary, _exports(out, inv, base), *tail]
         pages.append("<!doctype html><html><head><meta charset='utf-8'><title>CLIP-FH "
                      f"{html.escape(manifest.get('profile', ''))}</title><style>{_STYLE}</style></head><body>"
