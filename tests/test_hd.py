@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from clipfh_utils.config import ConfigError, DataCfg, DatasetRef, ProtocolCfg, build
-from clipfh_utils.data.datasets import prepare_dataset, write_all_splits
+from clipfh_utils.data.datasets import write_all_splits
+from clipfh_utils.data.prepare import prepare_dataset
 from clipfh_utils.data.hd import (DISTRACTOR_OFFSET, LISTING_FILE, ORIGINAL, HDLayoutError, build_hd_protocol,
                                   load_hd_protocol, scan_hd)
 from clipfh_utils.data.protocol import split_dir
@@ -216,6 +217,7 @@ def test_cli_reports_a_missing_hd_folder_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and err.startswith("error: ") and str(tmp_path / "HD" / ORIGINAL) in err
 
 
+@pytest.mark.slow
 def test_hd_runs_through_the_pipeline_with_both_protocols(hd, tmp_path):
     from clipfh_utils.pipeline import open_run
     run = open_run("demo", tmp_path / "out", [

@@ -206,7 +206,7 @@ def test_make_sets_up_the_filter_that_strips_a_saved_notebook(tmp_path):
 
 
 def test_a_session_uses_the_checkout_it_runs_in_or_clipfh_home(tmp_path, monkeypatch):
-    from clipfh_utils.config import PACKAGE_CHECKOUT, find_home
+    from clipfh_utils.config.files import PACKAGE_CHECKOUT, find_home
     copy = tmp_path / "copy"
     (copy / "configs" / "profiles").mkdir(parents=True)
     (copy / "notebooks").mkdir()

@@ -8,7 +8,6 @@ They go into the invocation's folder, so a later invocation never overwrites an 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +123,3 @@ def exported(out: Path, inv: str) -> dict[str, dict[str, list[Path]]]:
     return found
 
 
-def slug_name(text: str) -> str:
-    """A file name from a figure title: lower case, [a-z0-9_-] only."""
-    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return s[:80] or "figure"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from ..evaluation.spread import excludes_zero
 from .style import LINESTYLES, MARKERS, OKABE_ITO, STAGE_NAMES, TEXT_WIDTH, cycle, named, stage_colours
 
 PROTOCOL_SHORT = {"clipfh": "CLIP-FH protocol", "mbanet": "MBA-Net protocol"}
@@ -103,7 +104,7 @@ def difference_forest(pairs: pd.DataFrame, metric: str = "mAP", title: str = "",
     y = np.arange(len(pairs))
     d = pairs[f"d_{metric}"].to_numpy()
     lo, hi = pairs[f"d_{metric}_lo"].to_numpy(), pairs[f"d_{metric}_hi"].to_numpy()
-    resolved = (lo > 0) | (hi < 0)
+    resolved = excludes_zero(lo, hi)
     ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="black", capsize=3, lw=1)
     ax.scatter(d, y, c=[OKABE_ITO[0] if r else OKABE_ITO[1] for r in resolved], zorder=3, s=25)
     ax.axvline(0, color="0.3", lw=1, ls="--")

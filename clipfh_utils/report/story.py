@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..evaluation.spread import excludes_zero
 from .display import interval, metric, sd, signed
 from .results import PROTOCOL_LABELS, best_row, concat_tables
 from .style import STAGE_NAMES
@@ -71,7 +72,7 @@ def _pair_sentence(p: pd.Series, table: pd.DataFrame) -> str:
     sds = [float(sd(rows.loc[m, "mAP_seed_sd"])) for m in (p["A"], p["B"])
            if m in rows.index and pd.notna(rows.loc[m, "mAP_seed_sd"])]
     d, lo, hi = float(signed(p["d_mAP"])), p["d_mAP_lo"], p["d_mAP_hi"]
-    excludes = lo > 0 or hi < 0
+    excludes = excludes_zero(lo, hi)
     winner = names[p["B"]] if d > 0 else names[p["A"]]
     larger = max(sds) if sds else None
     if not excludes:
@@ -127,7 +128,7 @@ def read_zero_shot(table: pd.DataFrame, pairs: pd.DataFrame) -> str:
     for _, p in pairs.iterrows():
         lines.append(f"Between **{names.get(p['A'], p['A'])}** and **{names.get(p['B'], p['B'])}** the mAP difference "
                      f"is {signed(p['d_mAP'])} points {interval(p['d_mAP_lo'], p['d_mAP_hi'])}: "
-                     + ("the interval excludes 0." if p["d_mAP_lo"] > 0 or p["d_mAP_hi"] < 0 else
+                     + ("the interval excludes 0." if excludes_zero(p["d_mAP_lo"], p["d_mAP_hi"]) else
                         "the interval includes 0, so the two backbones are not separated by these data."))
     lines.append("Zero-shot models are not trained, so there is no seed-to-seed spread; the split sd only "
                  "reflects the query/gallery draw over the same test identities.")
