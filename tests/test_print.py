@@ -361,3 +361,36 @@ def test_attention_sentences_quote_the_rounded_shares_shown():
     assert f"the fingers ({d:+.1f} points)" in move and d == pytest.approx(5.4)  # 14.7 − 9.3 (raw: +5.5)
     assert f"{shown.loc['ft · rollout', 'background']} % on the background against " \
            f"{shown.loc['zs · rollout', 'background']} % zero-shot" in move
+
+
+def test_figures_name_models_as_the_tables_do(tmp_path):
+    payloads = [_payload(tmp_path, "zero_shot_tiny-vit", "stage1", 0.0), _payload(tmp_path, "demo_tiny_vit", "stage2", 1.0)]
+    for m, title in zip(payloads, ("zero-shot CLIP", "CLIP-ReID")):
+        m["method_title"] = title
+    shown = results.display_table(results.comparison_table(payloads, "clipfh", n_boot=20))
+    assert list(shown["model"]) == ["zero-shot CLIP · tiny-vit", "CLIP-ReID · tiny-vit"]
+    assert list(results.cmc_curves(payloads)) == list(shown["model"])
+    frame = results.per_split_frame(payloads)
+    assert list(dict.fromkeys(frame["model"])) == list(shown["model"])
+    assert list(dict.fromkeys(frame["experiment"])) == ["zero_shot_tiny-vit", "demo_tiny_vit"]  # internal name kept
+
+
+def test_the_synthetic_mark_is_inside_every_exported_figure_and_caption(tmp_path):
+    from PIL import Image
+    marked = export.Provenance(**{**PROV.__dict__, "mark": display.mark(False, True)})
+    sizes = {}
+    for prov, name in ((PROV, "plain"), (marked, "marked")):
+        fig = plotting.cmc_band({"a": np.array([[10.0, 50, 80]])}, max_rank=3)
+        export.save_figure(fig, tmp_path, name, prov)
+        assert not [t for t in fig.texts if t.get_text().startswith("NOT A")]  # the screen figure unchanged
+        plt.close(fig)
+        with Image.open(tmp_path / f"{name}.png") as im:
+            sizes[name] = im.size
+        export.save_table(pd.DataFrame({"a": [1]}), tmp_path, name, prov, caption="Counts")
+    svg = (tmp_path / "marked.svg").read_text()
+    assert "NOT A HAND-IDENTIFICATION RESULT: synthetic images and random weights" in svg
+    assert "NOT A HAND" not in (tmp_path / "plain.svg").read_text()
+    assert sizes["marked"][1] > sizes["plain"][1] and sizes["marked"][0] >= sizes["plain"][0]  # a line below
+    assert "\\caption{Counts (NOT A HAND-IDENTIFICATION RESULT: synthetic images and random weights)}" in \
+        (tmp_path / "marked.tex").read_text()
+    assert "\\caption{Counts}" in (tmp_path / "plain.tex").read_text()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.transforms import ScaledTranslation
 
 from ..atomic import atomic_path, atomic_write_text
 from ..provenance import environment
@@ -74,8 +75,9 @@ def save_figure(fig, folder: str | Path, name: str, prov: Provenance) -> list[Pa
     `prov.mark`, a small footer line below everything else says so inside the image."""
     footer = None
     if prov.mark and not any(t.get_gid() == FOOTER_GID for t in fig.texts):
+        below = fig.transFigure + ScaledTranslation(0, -3 / 72, fig.dpi_scale_trans)  # 3 pt under y = 0
         footer = fig.text(0.0, 0.0, prov.mark, ha="left", va="top", fontsize=6, color="#A04000",
-                          gid=FOOTER_GID)  # below y = 0: the tight bounding box takes it in, under all else
+                          gid=FOOTER_GID, transform=below)  # the tight bounding box takes it in, under all else
     paths = []
     try:
         for fmt in FIGURE_FORMATS:

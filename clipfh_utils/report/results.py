@@ -283,21 +283,24 @@ def of_stages(metrics: list[dict], *stages: str) -> list[dict]:
 
 
 def per_split_frame(metrics: list[dict]) -> pd.DataFrame:
-    """Every payload's per-split rows (protocol, split, seed, metrics) with a `model` column."""
-    frames = [pd.DataFrame(m["per_split"]).assign(model=m["model"], stage=m["stage"]) for m in metrics]
+    """Every payload's per-split rows (protocol, split, seed, metrics) with a `model` column (its
+    readable label; the internal name in `experiment`)."""
+    labels = display.model_labels(metrics)  # figures name models as the tables do
+    frames = [pd.DataFrame(m["per_split"]).assign(model=label, experiment=m["model"], stage=m["stage"])
+              for m, label in zip(metrics, labels)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def cmc_curves(metrics: list[dict], protocol: str = "clipfh", max_rank: int = 20) -> dict[str, np.ndarray]:
-    """model -> (seeds × splits, max_rank) CMC curves in percent, from the per-query ranks."""
+    """model label -> (seeds × splits, max_rank) CMC curves in percent, from the per-query ranks."""
     out = {}
-    for m in metrics:
+    for m, label in zip(metrics, display.model_labels(metrics)):  # keyed by the tables' labels
         pq = per_query(m)
         if pq is None:
             continue
         pq = pq[pq["protocol"] == protocol]
         groups = pq.groupby(["seed", "split"] if "seed" in pq else ["split"])["rank"]
-        out[m["model"]] = np.stack([cmc_from_ranks(r.to_numpy(), max_rank) for _, r in groups])
+        out[label] = np.stack([cmc_from_ranks(r.to_numpy(), max_rank) for _, r in groups])
     return out
 
 
