@@ -14,7 +14,8 @@ Field metadata understood by `build`:
 Modules by job: `validation` (building dataclasses, plain-data views), `overrides` (the `-p`
 form), `files` (paths, YAML files), `profile` (the shared schemas, `load_profile`).
 """
-from .files import (CONFIG_DIR, REPO_ROOT, display_path, load_yaml, repo_path, resolve_config_path)
+from .files import (CONFIG_DIR, HOME_ENV, PACKAGE_CHECKOUT, REPO_ROOT, display_path, find_home, is_checkout,
+                    load_yaml, repo_path, resolve_config_path)
 from .overrides import (Override, merge_into, parse_override, parse_overrides)
 from .profile import (ASPECTS, BackboneCfg, DataCfg, DatasetRef, HD_ASPECT, HD_KINDS, PERSON_ASPECT, PERSON_KINDS,
                       PROFILE_KEYS, Profile, ProtocolCfg, SyntheticCfg, SyntheticHdCfg, SyntheticPersonCfg,
@@ -23,7 +24,8 @@ from .validation import (ConfigError, build, check_increasing, config_diff, flat
                          to_dict)
 
 __all__ = ["ASPECTS", "BackboneCfg", "CONFIG_DIR", "ConfigError", "DataCfg", "DatasetRef", "HD_ASPECT",
-           "HD_KINDS", "Override", "PERSON_ASPECT", "PERSON_KINDS", "PROFILE_KEYS", "Profile", "ProtocolCfg",
-           "REPO_ROOT", "SyntheticCfg", "SyntheticHdCfg", "SyntheticPersonCfg", "TransferCfg", "build", "check_increasing", "config_diff", "display_path",
-           "flatten", "identity_dict", "load_profile", "load_yaml", "merge_into", "parse_override",
+           "HD_KINDS", "HOME_ENV", "Override", "PACKAGE_CHECKOUT", "PERSON_ASPECT", "PERSON_KINDS", "PROFILE_KEYS", "Profile", "ProtocolCfg",
+           "REPO_ROOT", "SyntheticCfg", "SyntheticHdCfg", "SyntheticPersonCfg", "TransferCfg", "build",
+           "check_increasing", "config_diff", "display_path",
+           "find_home", "flatten", "identity_dict", "is_checkout", "load_profile", "load_yaml", "merge_into", "parse_override",
            "parse_overrides", "repo_path", "resolve_config_path", "setting", "to_dict"]
