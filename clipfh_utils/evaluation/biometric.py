@@ -17,7 +17,9 @@ import pandas as pd
 from ..data.protocol import Protocol
 from .openset import openset_split, searches
 from .rank import PROTOCOLS, FeatureBank
-from .verification import FMR_GRID, EerBootstrap, pair_scores, verification_split
+from .spread import seed_split_sd
+from .verification import (FMR_GRID, EerBootstrap, eer_interval, na_text, needed_pairs, pair_scores,
+                           verification_split)
 
 
 @dataclass
@@ -78,3 +80,60 @@ def evaluate_biometric(bank: FeatureBank, proto: Protocol, fmr_targets: Sequence
         if ocurves:
             fnir[name] = np.array(ocurves)
     return BiometricResult(pd.DataFrame(rows), pd.concat(pq, ignore_index=True), det, fnir, boots, ids_of)
+
+
+# --------------------------------------------------------------------------- summary for the metrics file
+
+def _json(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _curve(curves: list[np.ndarray], grid: np.ndarray, x: str, y: str) -> dict:
+    """Vertical average over splits and seeds: mean and sd (ddof 1) per grid point, None where a
+    split cannot resolve the rate."""
+    a = np.vstack(curves)
+    unresolved = np.isnan(a).any(0)
+    mean = np.where(unresolved, np.nan, a.mean(0))
+    sd = np.where(unresolved | (len(a) < 2), np.nan, a.std(0, ddof=1) if len(a) > 1 else 0.0)
+    return {x: [float(g) for g in grid], f"{y}_mean": [_json(v) for v in mean], f"{y}_sd": [_json(v) for v in sd]}
+
+
+def _stat(per: pd.DataFrame, col: str, na: str | None = None) -> dict:
+    """Mean, sd between seeds and between splits of a per-split column; n/a where a split has none."""
+    if per[col].isna().any():
+        return {"na": na or "n/a"}
+    s = seed_split_sd(per, [col]).loc[col]
+    return {"mean": float(s["mean"]), "seed_sd": _json(s["seed_sd"]), "split_sd": _json(s["split_sd"])}
+
+
+def biometric_summary(results: dict[int, BiometricResult], fmr_targets: Sequence[float],
+                      fpir_targets: Sequence[float], n_boot: int, boot_seed: int = 0,
+                      grid: np.ndarray = FMR_GRID) -> tuple[dict, dict, pd.DataFrame, pd.DataFrame]:
+    """(verification, open_set, per_split, per_query) for a metrics file from each seed's result:
+    per protocol mean and sds, the EER's identity bootstrap interval (all seeds and splits with the
+    same resamples), curves averaged vertically; per-split and per-query rows gain a seed column."""
+    per = pd.concat([r.per_split.assign(seed=s) for s, r in results.items()], ignore_index=True)
+    pq = pd.concat([r.per_query.assign(seed=s) for s, r in results.items()], ignore_index=True)
+    verification, open_set = {}, {}
+    for name, part in per.groupby("protocol", sort=False):
+        first = next(iter(results.values()))
+        v = {"eer": _stat(part, "eer"), "eer_threshold": _stat(part, "eer_threshold"),
+             "n_genuine": int(part["n_genuine"].iloc[0]), "n_impostor": int(part["n_impostor"].iloc[0]),
+             "n_excluded": int(part["n_excluded"].iloc[0]),
+             "det": _curve([r.det[name] for r in results.values()], grid, "fmr", "fnmr")}
+        boots = [b for r in results.values() for b in r.boots.get(name, [])]
+        if boots:
+            iv = eer_interval(boots, len(first.ids[name]), n_boot, boot_seed)
+            v["eer"].update(lo=100 * iv.lo, hi=100 * iv.hi, n_boot=n_boot, boot_seed=boot_seed, n_ids=iv.n_ids)
+        for f in fmr_targets:
+            v[fmr_key("fnmr@fmr", f)] = _stat(part, fmr_key("fnmr@fmr", f), na_text(f))
+        verification[name] = v
+        if "n_mated" in part:
+            o = {"rank1_mated": _stat(part, "rank1_mated"), "n_mated": int(part["n_mated"].iloc[0]),
+                 "n_nonmated": int(part["n_nonmated"].iloc[0]),
+                 "fnir_fpir": _curve([r.fnir[name] for r in results.values()], grid, "fpir", "fnir")}
+            for f in fpir_targets:
+                o[fmr_key("fnir@fpir", f)] = _stat(part, fmr_key("fnir@fpir", f),
+                                                   f"n/a (needs >= {needed_pairs(f)} non-mated searches)")
+            open_set[name] = o
+    return verification, open_set, per, pq

@@ -26,7 +26,7 @@ from torch import nn
 from ..atomic import atomic_path, atomic_write_json, require_free_space
 from ..backbones.features import embed_images
 from ..backbones.loading import ClipModel
-from ..config import (ConfigError, Override, Profile, build, display_path, load_yaml, merge_into,
+from ..config import (ConfigError, EvaluationCfg, Override, Profile, build, display_path, load_yaml, merge_into,
                       parse_override, resolve_config_path, to_dict)
 from ..console import note
 from ..data.datasets import HandDataset
@@ -40,6 +40,7 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
 from ..training.weights import store_half_if_exact
+from .biometrics import Extra, add_biometrics, evaluate_extra, reranked_payload
 from .run_state import RunTarget, disk_need, plan_run, run_identity, target_name  # noqa: F401 (run_identity: re-exported)
 
 STAGE1 = "stage1"
@@ -175,6 +176,7 @@ class EvalResult:
     per_split: pd.DataFrame           # protocol, split, rank1, rank5, rank10, mAP, cmc
     per_query: pd.DataFrame           # protocol, split, query, person_id, rank, ap
     images_per_s: float
+    extra: Extra = field(default_factory=Extra)   # what the profile's evaluation settings add
 
 
 @dataclass
@@ -265,9 +267,10 @@ def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn
 
 def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipModel, cfg: ExperimentCfg,
                    ds: HandDataset, images_fn: Callable, device: torch.device, name: str,
-                   proto: Protocol | None = None) -> EvalResult:
+                   proto: Protocol | None = None, settings: EvaluationCfg | None = None) -> EvalResult:
     """Embed every evaluation image once, then score all splits and both protocols (of `ds`, or
-    `proto`: the dataset's protocol with some identities removed, for transfer)."""
+    `proto`: the dataset's protocol with some identities removed, for transfer); with `settings`
+    also verification, open-set and re-ranking from the same features."""
     proto = proto or ds.protocol()
     rows = proto.eval_rows()
     images, index = images_fn(ds, rows, clip.image_size)
@@ -281,7 +284,7 @@ def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipMode
     per_query: list[pd.DataFrame] = []
     per_split = evaluate_protocol(bank, proto, with_cmc=True, per_query=per_query)
     return EvalResult(name, bank, images, rows, per_split, pd.concat(per_query, ignore_index=True),
-                      len(images) / seconds if seconds else 0.0)
+                      len(images) / seconds if seconds else 0.0, evaluate_extra(bank, proto, ds, settings))
 
 
 def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progress: bool = True
@@ -346,7 +349,8 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():
             label = cfg.name + (f" [{mode}]" if mode else "") + (f" seed {seed}" if method.trains else "")
-            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label)
+            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label,
+                                settings=profile.evaluation)
             evals[(seed, mode)] = ev
             per_split.append(ev.per_split.assign(seed=seed, mode=mode))
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))
@@ -407,12 +411,21 @@ def save_metrics(run, exp: Experiment, ds: HandDataset, rdir: Path, record: dict
             "created": record["created"], "evaluated": now(), "train": train,
             "embed_images_per_s": {str(s): ev.images_per_s for (s, m), ev in evals.items() if m == mode},
         }
+        extras = {s: ev.extra for (s, m), ev in evals.items() if m == mode}
+        payload, rows, queries = add_biometrics(payload, rows, queries, extras, run.profile.evaluation)
         write_metrics(path, payload, rows, queries)
         files[mode] = path
-        record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), {
-            "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
-            "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
-            "variant": run.variant, "recorded": now()})
+        entry = {"run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
+                 "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
+                 "variant": run.variant, "recorded": now()}
+        record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), entry)
+        twin = reranked_payload(payload, extras, run.profile.evaluation)
+        if twin is not None:  # its own file and manifest entry: beside the plain numbers, never instead
+            rr_path = path.with_name(f"{stem}_rerank.json")
+            write_metrics(rr_path, *twin)
+            record_entry(run.run_dir, run.invocation,
+                         entry_key(cfg.name, mode, ds.key, "+".join(filter(None, [run.variant_label, "rerank"]))),
+                         {**entry, "metrics": relpath(rr_path, run.run_dir)})
     return files
 
 
