@@ -74,3 +74,6 @@ def test_reevaluation_adds_verification_open_set_and_reranked_metrics_without_tr
     plain_row, rr_row = (table.set_index("model").loc[m] for m in sorted(table["model"]))
     assert plain_row["mAP_mean"] == pytest.approx(first.per_split.query("protocol == 'clipfh'")["mAP"].mean())
     assert rr_row["mAP_mean"] != plain_row["mAP_mean"]
+    from clipfh_utils.report.index import render_index
+    html = render_index(out, inv)
+    assert "Verification (1:1)" in html and "Open-set identification (1:N)" in html

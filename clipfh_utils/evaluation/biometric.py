@@ -32,6 +32,10 @@ class BiometricResult:
     fnir: dict[str, np.ndarray]       # protocol -> (n_splits, len(grid)) FNIR
     boots: dict[str, list[EerBootstrap]] = field(default_factory=dict)
     ids: dict[str, list[str]] = field(default_factory=dict)
+    hist: dict[str, np.ndarray] = field(default_factory=dict)   # protocol -> (2, bins) genuine, impostor counts
+
+
+SCORE_EDGES: np.ndarray = np.linspace(-1.0, 1.0, 41)   # cosine scores of L2-normalised features
 
 
 def fmr_key(kind: str, target: float) -> str:
@@ -44,7 +48,7 @@ def evaluate_biometric(bank: FeatureBank, proto: Protocol, fmr_targets: Sequence
                        protocols: Sequence[str] = ("clipfh", "mbanet"), bootstrap: bool = True,
                        grid: np.ndarray = FMR_GRID) -> BiometricResult:
     """Verification on every split (and open-set where `enrolled` lists per split the enrolled ids)."""
-    rows, pq, det, fnir, boots, ids_of = [], [], {}, {}, {}, {}
+    rows, pq, det, fnir, boots, ids_of, hist = [], [], {}, {}, {}, {}, {}
     test_ids = sorted({r.person_id for r in proto.test}, key=int)
     label_of = {r.person_id: r.label for r in proto.test}
     test_labels = list(label_of.values())
@@ -53,6 +57,7 @@ def evaluate_biometric(bank: FeatureBank, proto: Protocol, fmr_targets: Sequence
         gallery_attr = PROTOCOLS[name][0]
         curves, ocurves = [], []
         boots[name], ids_of[name] = [], test_ids
+        hist[name] = np.zeros((2, len(SCORE_EDGES) - 1))
         for i in range(proto.n_splits):
             queries, gallery = proto.queries[i], getattr(proto, gallery_attr)[i]
             qf, ql = bank.take(queries)
@@ -65,6 +70,7 @@ def evaluate_biometric(bank: FeatureBank, proto: Protocol, fmr_targets: Sequence
                    **{fmr_key("fnmr@fmr", f): (None if x is None else 100 * x) for f, x in v["fnmr"].items()},
                    "n_genuine": v["n_genuine"], "n_impostor": v["n_impostor"], "n_excluded": v["n_excluded"]}
             curves.append(v["curve"])
+            hist[name] += [np.histogram(np.clip(x, -1, 1), SCORE_EDGES)[0] for x in (p.genuine, p.impostor)]
             pq.append(pd.DataFrame({"protocol": name, "split": i, "query": [r.image_name for r in queries],
                                     "person_id": q_person, "rejected_at_eer": v["rejected_at_eer"]}))
             if bootstrap:
@@ -79,7 +85,7 @@ def evaluate_biometric(bank: FeatureBank, proto: Protocol, fmr_targets: Sequence
         det[name] = np.array(curves)
         if ocurves:
             fnir[name] = np.array(ocurves)
-    return BiometricResult(pd.DataFrame(rows), pd.concat(pq, ignore_index=True), det, fnir, boots, ids_of)
+    return BiometricResult(pd.DataFrame(rows), pd.concat(pq, ignore_index=True), det, fnir, boots, ids_of, hist)
 
 
 # --------------------------------------------------------------------------- summary for the metrics file
@@ -94,7 +100,7 @@ def _curve(curves: list[np.ndarray], grid: np.ndarray, x: str, y: str) -> dict:
     a = np.vstack(curves)
     unresolved = np.isnan(a).any(0)
     mean = np.where(unresolved, np.nan, a.mean(0))
-    sd = np.where(unresolved | (len(a) < 2), np.nan, a.std(0, ddof=1) if len(a) > 1 else 0.0)
+    sd = np.where(unresolved, np.nan, a.std(0, ddof=1)) if len(a) > 1 else np.full(a.shape[1], np.nan)
     return {x: [float(g) for g in grid], f"{y}_mean": [_json(v) for v in mean], f"{y}_sd": [_json(v) for v in sd]}
 
 
@@ -120,7 +126,10 @@ def biometric_summary(results: dict[int, BiometricResult], fmr_targets: Sequence
         v = {"eer": _stat(part, "eer"), "eer_threshold": _stat(part, "eer_threshold"),
              "n_genuine": int(part["n_genuine"].iloc[0]), "n_impostor": int(part["n_impostor"].iloc[0]),
              "n_excluded": int(part["n_excluded"].iloc[0]),
-             "det": _curve([r.det[name] for r in results.values()], grid, "fmr", "fnmr")}
+             "det": _curve([r.det[name] for r in results.values()], grid, "fmr", "fnmr"),
+             "histogram": {"edges": SCORE_EDGES.tolist(),
+                           **dict(zip(("genuine", "impostor"),
+                                      sum(r.hist[name] for r in results.values()).astype(int).tolist()))}}
         boots = [b for r in results.values() for b in r.boots.get(name, [])]
         if boots:
             iv = eer_interval(boots, len(first.ids[name]), n_boot, boot_seed)

@@ -35,6 +35,9 @@ def age_band(age: int, edges: Sequence[int] = AGE_EDGES) -> str:
 def identity_attributes(handinfo: Path, ids: Sequence[str], age_edges: Sequence[int] = AGE_EDGES) -> pd.DataFrame:
     """One row per identity of `ids` (index person_id): gender, skin colour, age band."""
     handinfo = Path(handinfo)
+    if not handinfo.is_file():
+        raise NoMetadata(f"{handinfo}: no HandInfo.csv; this dataset has no identity metadata (HD has none), "
+                         "so there are no group differences to report")
     with open(handinfo, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ATTRIBUTES.values() if c not in (reader.fieldnames or [])]

@@ -12,6 +12,7 @@ from ..provenance import short_environment
 from ..runs import folder_size, invocation_dir, latest_invocation, read_manifest, run_dir
 from .export import FIGURES, TABLES, exported
 from .results import PROTOCOL_LABELS, comparison_table, display_table, earlier_runs, invocation_metrics, table_note
+from .verification import OPENSET_NOTE, VERIFICATION_NOTE, openset_table, reading, shown, verification_table
 
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px} table{border-collapse:collapse}"
           " td,th{padding:3px 8px;border:1px solid #bbb;white-space:nowrap} .warn{background:#fff3cd;"
@@ -45,6 +46,24 @@ def _exports(out: Path, inv: str, base: str) -> str:
             parts.append(f"<h3>{title}</h3><table><tr><th>notebook</th><th>name</th><th>files</th></tr>"
                          + "".join(rows) + "</table>")
     return "\n".join(parts)
+
+
+def verification_sections(metrics: list[dict]) -> list[str]:
+    """Verification and open-set tables per protocol, with the reading of notebook 04."""
+    parts = []
+    for proto, label in PROTOCOL_LABELS.items():
+        vt = verification_table(metrics, proto)
+        if vt.empty:
+            continue
+        part = (f"<h2>Verification (1:1) — {html.escape(label)}</h2>" + _table(shown(vt), list(shown(vt).columns))
+                + f"<p><small>{html.escape(VERIFICATION_NOTE)}</small></p>"
+                + f"<p>{html.escape(reading(vt, label).replace('**', ''))}</p>")
+        ot = openset_table(metrics, proto)
+        if not ot.empty:
+            part += (f"<h3>Open-set identification (1:N) — {html.escape(label)}</h3>"
+                     + _table(shown(ot), list(shown(ot).columns)) + f"<p><small>{html.escape(OPENSET_NOTE)}</small></p>")
+        parts.append(part)
+    return parts
 
 
 def render_index(out: Path, inv: str, base: str = "") -> str:
@@ -82,6 +101,7 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
             shown["weights"] = table["weights"]
             results.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(shown, list(shown.columns))
                            + f"<p><small>{html.escape(table_note(table))}</small></p>")
+    results += verification_sections(metrics)
     earlier = earlier_runs(out, inv)
     tail = [] if earlier.empty else ["<h2>Earlier runs in this folder (not part of this invocation)</h2>"
                                      + _table(earlier, list(earlier.columns))]
