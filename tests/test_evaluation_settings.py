@@ -77,3 +77,29 @@ def test_reevaluation_adds_verification_open_set_and_reranked_metrics_without_tr
     from clipfh_utils.report.index import render_index
     html = render_index(out, inv)
     assert "Verification (1:1)" in html and "Open-set identification (1:N)" in html
+
+
+def test_load_run_verifies_at_a_threshold_from_the_training_identities(tmp_path):
+    import numpy as np
+    from sklearn.metrics import roc_curve
+    from clipfh_utils.pipeline import load_run
+    run = open_run("demo", tmp_path, FAST)
+    (res,) = run.run_stage("stage2", progress=False)
+    m = load_run(res.run_name, search=[tmp_path], device="cpu")
+    proto = res.dataset.protocol()
+    rows = proto.train + proto.val
+    feats = m.embed([res.dataset.images_dir / r.image_name for r in rows]).numpy()
+    labels = np.array([r.label for r in rows])
+    i, j = np.triu_indices(len(rows), 1)
+    scores, same = (feats @ feats.T)[i, j], labels[i] == labels[j]
+    fpr, tpr, thr = roc_curve(same, scores, drop_intermediate=False)
+    eer_thr = thr[np.argmax(fpr >= 1 - tpr)]           # the highest threshold with FMR >= FNMR
+    test = [res.dataset.images_dir / r.image_name for r in proto.queries[0][:2]]
+    v = m.verify(test[0], test[1])
+    assert v.threshold == pytest.approx(eer_thr, abs=1e-4) and v.operating_point == "EER"
+    assert v.match == (v.score >= v.threshold)
+    assert v.score == pytest.approx(float(m.embed(test)[0] @ m.embed(test)[1]), abs=1e-5)
+    assert "training identities" in str(v) and "trained on them" in str(v) and "FMR" in str(v)
+    assert m.verify(test[0], test[1], fmr=0.01).fmr_at_threshold <= 0.01
+    with pytest.raises(ValueError, match="thresholds exist for FMR 0.001, 0.01 "):
+        m.verify(test[0], test[1], fmr=0.2)

@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import det_curve, roc_curve
 
 from clipfh_utils.evaluation.verification import (FMR_GRID, EerBootstrap, PairScores, eer_interval, equal_error,
+                                                  training_thresholds,
                                                   na_text, pair_scores, rate_at, rates_on_grid, tradeoff,
                                                   verification_split)
 
@@ -143,3 +144,23 @@ def test_bootstrap_eer_is_the_weighted_eer(ties):
     iv = eer_interval([b, b], n_ids, 200, seed=0)
     assert iv.lo <= iv.estimate <= iv.hi and iv.hi > iv.lo
     assert iv.estimate == pytest.approx(b.eer(np.ones((1, n_ids)))[0])
+
+
+def test_training_thresholds_from_all_pairs_of_training_images():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(8), 5)
+    centres = rng.normal(size=(8, 16))
+    x = centres[labels] + rng.normal(size=(40, 16))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    t = training_thresholds(x, labels, [0.01, 0.0001])
+    gen, imp = [], []
+    for a in range(40):                      # brute force over the pairs a < b
+        for b in range(a + 1, 40):
+            (gen if labels[a] == labels[b] else imp).append(float(x[a] @ x[b]))
+    assert (t["n_genuine"], t["n_impostor"]) == (len(gen), len(imp)) == (80, 700)
+    eer, thr = brute_eer(gen, imp)
+    assert t["eer"]["eer"] == pytest.approx(eer) and t["eer"]["threshold"] == pytest.approx(thr, abs=1e-6)
+    p = t["fmr_targets"]["0.01"]
+    assert p["fmr"] <= 0.01 and p["fnmr"] == pytest.approx(brute_fnmr_at(gen, imp, 0.01))
+    assert np.mean(np.array(imp) >= p["threshold"] - 1e-7) == pytest.approx(p["fmr"])
+    assert "0.0001" not in t["fmr_targets"]  # 700 impostor pairs cannot resolve it

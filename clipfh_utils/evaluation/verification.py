@@ -190,3 +190,25 @@ def eer_interval(boots: Sequence[EerBootstrap], n_ids: int, n_boot: int, seed: i
     stats = np.mean([b.eer(w) for b in boots], axis=0)
     lo, hi = _percentiles(stats, level)
     return Interval(est, lo, hi, n_ids, n_boot, seed)
+
+
+def training_thresholds(feats: np.ndarray, labels: np.ndarray, fmr_targets: Sequence[float]) -> dict:
+    """Operating thresholds from all pairs (i < j) of images of the TRAINING identities (genuine
+    pairs exist only there: validation holds one image per identity; test identities are never
+    used): the EER threshold and the one at each FMR target, with the FMR and FNMR each had there."""
+    feats, labels = np.asarray(feats, np.float32), np.asarray(labels)
+    i, j = np.triu_indices(len(labels), k=1)
+    sim = (feats @ feats.T)[i, j]
+    same = labels[i] == labels[j]
+    t = tradeoff(sim[same], sim[~same])
+
+    def point(k: int) -> dict:
+        return {"threshold": float(t.thresholds[k]), "fmr": float(t.fmr[k]), "fnmr": float(t.fnmr[k])}
+
+    eer, thr = equal_error(t)
+    out = {"eer": {**point(int(np.flatnonzero(t.thresholds == thr)[0])), "eer": eer},
+           "n_genuine": int(same.sum()), "n_impostor": int((~same).sum()), "fmr_targets": {}}
+    for f in fmr_targets:
+        if t.n_impostor >= needed_pairs(f):
+            out["fmr_targets"][f"{f:g}"] = point(int(np.searchsorted(t.fmr, f, side="right")) - 1)
+    return out

@@ -13,12 +13,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..atomic import atomic_write_json
+from ..backbones.features import embed_images
 from ..config import EvaluationCfg, display_path, to_dict
 from ..data.protocol import Protocol, split_dir
 from ..evaluation import FeatureBank, evaluate_protocol
 from ..evaluation.biometric import BiometricResult, biometric_summary, evaluate_biometric
 from ..evaluation.openset import draw_enrolled, write_enrolled
 from ..evaluation.reranking import k_reciprocal_distance
+from ..evaluation.verification import training_thresholds
 
 RERANK_LABEL = "k-reciprocal re-ranked"
 
@@ -98,3 +101,27 @@ def reranked_payload(payload: dict, extras: dict[int, Extra], s: EvaluationCfg
     twin = {k: v for k, v in payload.items() if k not in ("verification", "open_set")}
     twin.update(model=f"{payload['model']} · {RERANK_LABEL}", evaluation=settings_record(s, True))
     return twin, rows.drop(columns=[c for c in ("cmc",) if c in rows]), queries
+
+
+def threshold_file(rdir: Path, seed: int, mode: str) -> Path:
+    """Where `load_run(...).verify` finds the operating thresholds of one seed and inference mode."""
+    return Path(rdir) / "verification" / f"seed{seed}{'_' + mode if mode else ''}.json"
+
+
+def write_thresholds(rdir: Path, seed: int, mode: str, embed, clip, cfg, data, device: torch.device,
+                     s: EvaluationCfg, trained: bool, dataset: str) -> Path:
+    """Thresholds for 1:1 decisions from the training identities' images (train + validation),
+    never the test identities, saying so."""
+    images = torch.cat([data.images, data.val_images]) if data.val_images is not None else data.images
+    labels = torch.cat([data.labels, data.val_labels]) if data.val_labels is not None else data.labels
+    feats = embed_images(embed, images, clip.mean, clip.std, device, cfg.eval_batch_size,
+                         flip=cfg.flip_test, amp=cfg.amp)
+    out = training_thresholds(feats.numpy(), labels.cpu().numpy(), s.fmr_targets)
+    seen = "the model was trained on them" if trained else "this model was not trained (zero-shot)"
+    out.update(dataset=dataset, images=len(labels), identities=len(data.class_ids),
+               source=f"all pairs of the {len(labels)} images of the {len(data.class_ids)} training identities "
+                      f"of {dataset} ({seen}); never the test identities")
+    path = threshold_file(rdir, seed, mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, out)
+    return path

@@ -40,7 +40,7 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
 from ..training.weights import store_half_if_exact
-from .biometrics import Extra, add_biometrics, evaluate_extra, reranked_payload
+from .biometrics import Extra, add_biometrics, evaluate_extra, reranked_payload, write_thresholds
 from .run_state import RunTarget, disk_need, plan_run, run_identity, target_name  # noqa: F401 (run_identity: re-exported)
 
 STAGE1 = "stage1"
@@ -351,6 +351,9 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
             label = cfg.name + (f" [{mode}]" if mode else "") + (f" seed {seed}" if method.trains else "")
             ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label,
                                 settings=profile.evaluation)
+            if profile.evaluation.verification:
+                write_thresholds(rdir, seed, mode, embed, clip, cfg, run.train_data(ds, clip.image_size),
+                                 run.device, profile.evaluation, method.trains, ds.key)
             evals[(seed, mode)] = ev
             per_split.append(ev.per_split.assign(seed=seed, mode=mode))
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))
