@@ -50,7 +50,7 @@ def test_tables_carry_the_payload_numbers(metrics):
 def test_reading_names_the_best_and_says_whether_intervals_separate(metrics):
     t = vr.verification_table(metrics, "clipfh")
     text = vr.reading(t, "clipfh")
-    assert "lowest error is **strong**" in text and "FNMR @ FMR = 0.1 %" in text
+    assert "lowest error is **strong**" in text and "At FNMR @ FMR = 1 %" in text
     assert "they are separated" in text  # signal 1.5 vs 0.3: far apart
     close = t.copy()
     close.loc[:, "eer_lo"], close.loc[:, "eer_hi"] = 1.0, 9.0

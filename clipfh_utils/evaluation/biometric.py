@@ -35,7 +35,7 @@ class BiometricResult:
     hist: dict[str, np.ndarray] = field(default_factory=dict)   # protocol -> (2, bins) genuine, impostor counts
 
 
-SCORE_EDGES: np.ndarray = np.linspace(-1.0, 1.0, 41)   # cosine scores of L2-normalised features
+SCORE_EDGES: np.ndarray = np.linspace(-1.0, 1.0, 201)   # cosine scores of L2-normalised features
 
 
 def fmr_key(kind: str, target: float) -> str:

@@ -155,6 +155,11 @@ def roc_and_histograms(metrics: list[dict], protocol: str, label: str, name: str
             counts = np.array(h[kind], dtype=float)
             axes[1].plot(centres, counts / max(counts.sum(), 1), color=colour, ls=style,
                          label=f"{m['model']} · {kind}" if len(ms) <= 4 else None)
+    used = [ln.get_xdata()[ln.get_ydata() > 0] for ln in axes[1].get_lines()]
+    used = np.concatenate(used) if used else np.array([])
+    if used.size:  # the occupied score range, a bin either side
+        step = np.diff(ms[0]["verification"][protocol]["histogram"]["edges"][:2])[0]
+        axes[1].set_xlim(used.min() - step, used.max() + step)
     axes[0].set_xscale("log")
     axes[0].set(xlabel="FAR (= FMR)", ylabel="TAR (= 1 − FNMR)", title=f"ROC, {label}", ylim=(0, 1.02))
     axes[1].set(xlabel="cosine score", ylabel="share of pairs", title="genuine (—) and impostor (···) scores")
@@ -183,12 +188,12 @@ def openset_figure(metrics: list[dict], protocol: str, label: str, name: str):
 
 
 def reading(table: pd.DataFrame, label: str) -> str:
-    """Which model is best at the operating point (FNMR at the tightest resolvable FMR, else the
-    EER), and whether the EER intervals of the best two separate them."""
+    """Which model is best at the operating point (FNMR at the largest FMR target every model
+    resolves, 1 % by default, else the EER), and whether the EER intervals of the best two separate them."""
     if table.empty:
         return f"*{label}: no verification results in this invocation.*"
     point = next((k for k in sorted([c for c in table.columns if c.startswith("fnmr@fmr=") and c.endswith("_mean")],
-                                    key=lambda c: float(c.split("=")[1][:-5]))
+                                    key=lambda c: -float(c.split("=")[1][:-5]))
                   if table[k].notna().all()), None)
     col, what = (point, _percent(point[:-5])) if point else ("eer_mean", "the EER")
     order = table.sort_values([col, "eer_mean"])
