@@ -116,7 +116,7 @@ def _run(a: argparse.Namespace) -> int:
         _clean(a)
     elif a.cmd == "bench" and a.verification:
         from .config import repo_path
-        from .evaluation.bench import bench_verification, describe
+        from .pipeline.evaluation_bench import bench_verification, describe
         res = bench_verification(repo_path("data/11k/HandInfo.csv"), n_boot=a.n_boot)
         print(json.dumps(res, indent=2))
         print(describe(res))

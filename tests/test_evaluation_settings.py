@@ -29,6 +29,13 @@ def test_bad_settings_are_one_line_errors_naming_the_key(item, message):
     assert "\n" not in str(e.value) and item in str(e.value)
 
 
+def test_too_few_test_identities_for_the_open_set_share_fail_before_training(tmp_path, step_spy):
+    run = open_run("demo", tmp_path, FAST + ["evaluation.enrolled_share=0.01"])
+    with pytest.raises(ConfigError, match=r"^evaluation\.enrolled_share: 0\.01 of 24 test identities enrols 0"):
+        run.run_stage("stage2", progress=False)
+    assert not step_spy
+
+
 def test_settings_are_outside_the_run_hash(tmp_path):
     base = names(tmp_path, [])
     for item in ("evaluation.rerank=true", "evaluation.k1=5", "evaluation.enrolled_share=0.3",

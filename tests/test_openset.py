@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipfh_utils.config import ConfigError
 from clipfh_utils.data.protocol import build_protocol, split_dir, write_split_files
 from clipfh_utils.evaluation.openset import (draw_enrolled, n_enrolled, openset_dir, openset_split, read_enrolled,
                                              searches, write_enrolled)
@@ -73,9 +72,9 @@ def test_enrolment_is_seeded_per_split_and_checked(real_records):
     assert a == b and a[0] != a[1]
     assert all(len(e) == round(0.5 * 71) for e in a)
     assert draw_enrolled(build_protocol(real_records, "dorsal right", seed=1, n_splits=3), 0.5) != a
-    with pytest.raises(ConfigError, match=r"^evaluation\.enrolled_share: 0\.001 of 71 .* enrols 0"):
+    with pytest.raises(ValueError, match=r"^evaluation\.enrolled_share: 0\.001 of 71 .* enrols 0"):
         n_enrolled(71, 0.001)
-    with pytest.raises(ConfigError, match="evaluation.enrolled_share"):
+    with pytest.raises(ValueError, match="evaluation.enrolled_share"):
         n_enrolled(1, 0.5)
 
 

@@ -21,16 +21,16 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import ConfigError
 from ..data.protocol import Protocol
 from .verification import FMR_GRID, rate_at, rates_on_grid, tradeoff
 
 
 def n_enrolled(n_ids: int, share: float) -> int:
-    """Enrolled identities for a share; an error naming the key when a side would be empty."""
+    """Enrolled identities for a share; an error naming the key when a side would be empty (the
+    pipeline reports it as a config error)."""
     k = int(round(share * n_ids))
     if not 1 <= k <= n_ids - 1:
-        raise ConfigError(f"evaluation.enrolled_share: {share} of {n_ids} test identities enrols {k}; the "
+        raise ValueError(f"evaluation.enrolled_share: {share} of {n_ids} test identities enrols {k}; the "
                           "open-set protocol needs at least one enrolled and one non-enrolled identity "
                           "(choose a share strictly between 1/n and 1 - 1/n, or a dataset with more test ids)")
     return k

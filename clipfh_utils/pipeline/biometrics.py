@@ -15,11 +15,11 @@ import torch
 
 from ..atomic import atomic_write_json
 from ..backbones.features import embed_images
-from ..config import EvaluationCfg, display_path, to_dict
+from ..config import ConfigError, EvaluationCfg, display_path, to_dict
 from ..data.protocol import Protocol, split_dir
 from ..evaluation import FeatureBank, evaluate_protocol
 from ..evaluation.biometric import BiometricResult, biometric_summary, evaluate_biometric
-from ..evaluation.openset import draw_enrolled, write_enrolled
+from ..evaluation.openset import draw_enrolled, n_enrolled, write_enrolled
 from ..evaluation.reranking import k_reciprocal_distance
 from ..evaluation.verification import training_thresholds
 
@@ -35,9 +35,18 @@ class Extra:
     enrolled_dir: Path | None = None
 
 
+def check_settings(s: EvaluationCfg, proto: Protocol) -> None:
+    """Before any training: the open-set share must leave both enrolled and non-enrolled identities."""
+    if s.open_set:
+        try:
+            n_enrolled(len({r.person_id for r in proto.test}), s.enrolled_share)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
 def enrolled_lists(ds, proto: Protocol, share: float) -> tuple[list[list[str]], Path]:
     """The seeded open-set enrolment of `proto`, written beside its split lists (as one set)."""
-    enrolled = draw_enrolled(proto, share)
+    enrolled = draw_enrolled(proto, share)  # the share is checked before training (check_settings)
     folder = split_dir(ds.splits_root, proto.aspect, proto.seed)
     folder.mkdir(parents=True, exist_ok=True)
     return enrolled, write_enrolled(folder, share, enrolled)

@@ -40,7 +40,7 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log, load_weights
 from ..training.weights import store_half_if_exact
-from .biometrics import Extra, add_biometrics, evaluate_extra, reranked_payload, write_thresholds
+from .biometrics import Extra, add_biometrics, check_settings, evaluate_extra, reranked_payload, write_thresholds
 from .run_state import RunTarget, disk_need, plan_run, run_identity, target_name  # noqa: F401 (run_identity: re-exported)
 
 STAGE1 = "stage1"
@@ -300,6 +300,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     clip0 = load_backbone(exp.cfg, run.device, exp.method)
     class_ids = sorted({r.person_id for r in ds.protocol().train}, key=int)
     exp.check_data(len(class_ids))
+    check_settings(profile.evaluation, ds.protocol())
     target = plan_run(run.run_dir, profile, exp, ds)
     for n in target.notes:
         note(n)

@@ -11,11 +11,11 @@ import torch
 
 from ..data.handinfo import load_handinfo
 from ..data.protocol import build_protocol
-from .biometric import evaluate_biometric
-from .openset import draw_enrolled
-from .rank import FeatureBank, evaluate_protocol
-from .reranking import k_reciprocal_distance
-from .verification import eer_interval
+from ..evaluation import FeatureBank, evaluate_protocol
+from ..evaluation.biometric import evaluate_biometric
+from ..evaluation.openset import draw_enrolled
+from ..evaluation.reranking import k_reciprocal_distance
+from ..evaluation.verification import eer_interval
 
 
 def _timed(fn) -> dict:
