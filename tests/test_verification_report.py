@@ -1,6 +1,5 @@
 """Verification tables, figures and reading from metrics payloads (built from real kernels)."""
 import matplotlib
-import numpy as np
 import pytest
 import torch
 

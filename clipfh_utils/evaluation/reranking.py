@@ -53,7 +53,7 @@ def _min_overlap(v: sp.csr_matrix, n_q: int) -> np.ndarray:
     the columns where both are non-zero (the inverted index of the paper's code)."""
     vc = v.tocsc()
     vc.sort_indices()                                       # per column: query rows, then gallery rows
-    n, n_g = v.shape[0], v.shape[0] - n_q
+    n_g = v.shape[0] - n_q
     counts = np.diff(vc.indptr)
     col_of = np.repeat(np.arange(v.shape[1]), counts)
     rows, vals = vc.indices, vc.data

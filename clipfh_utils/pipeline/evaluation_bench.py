@@ -6,7 +6,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..data.handinfo import load_handinfo
