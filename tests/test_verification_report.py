@@ -76,3 +76,8 @@ def test_groups_say_when_a_dataset_has_no_metadata(tmp_path):
                   "ap": [1.0], "rejected_at_eer": [0.0]}).to_csv(tmp_path / "m.per_query.csv.gz", index=False)
     table, missing = vr.groups_for([m], lambda key: hd, (21, 26))
     assert table.empty and len(missing) == 1 and "HD has none" in missing[0]
+
+
+def test_plain_leaves_out_the_reranked_twins(metrics):
+    twin = {**metrics[0], "model": "weak · k-reciprocal re-ranked", "evaluation": {"reranked": True}}
+    assert [m["model"] for m in vr.plain([*metrics, twin])] == ["weak", "strong"]

@@ -35,6 +35,11 @@ GROUPS_NOTE = (
     "wide intervals: a difference counts only where the intervals do not overlap.")
 
 
+def plain(metrics: list[dict]) -> list[dict]:
+    """The payloads without the re-ranked twins: what features alone rank (retrieval figures)."""
+    return [m for m in metrics if not (m.get("evaluation") or {}).get("reranked")]
+
+
 def _plain(metrics: list[dict], protocol: str, key: str) -> list[dict]:
     """Payloads that carry `key` for `protocol` (re-ranked twins carry none: 1:1 scores are plain)."""
     return [m for m in metrics if protocol in (m.get(key) or {})]
