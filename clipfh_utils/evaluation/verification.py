@@ -103,6 +103,7 @@ class PairScores:
     impostor: np.ndarray
     impostor_query: np.ndarray
     n_excluded: int   # same person, another aspect (mbanet distractors): neither genuine nor impostor
+    n_queries: int = 0
 
 
 def pair_scores(sim: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray,
@@ -118,7 +119,7 @@ def pair_scores(sim: np.ndarray, q_labels: np.ndarray, g_labels: np.ndarray,
     impostor = ~person
     excluded = person & ~same
     qi = np.broadcast_to(np.arange(sim.shape[0])[:, None], sim.shape)
-    return PairScores(sim[same], qi[same], sim[impostor], qi[impostor], int(excluded.sum()))
+    return PairScores(sim[same], qi[same], sim[impostor], qi[impostor], int(excluded.sum()), sim.shape[0])
 
 
 def verification_split(p: PairScores, fmr_targets: Sequence[float], grid: np.ndarray = FMR_GRID) -> dict:
@@ -126,7 +127,7 @@ def verification_split(p: PairScores, fmr_targets: Sequence[float], grid: np.nda
     on the grid, pair counts, and per query the share of its genuine pairs rejected at the EER."""
     t = tradeoff(p.genuine, p.impostor)
     eer, thr = equal_error(t)
-    n_q = int(max(p.genuine_query.max(initial=-1), p.impostor_query.max(initial=-1))) + 1
+    n_q = max(p.n_queries, int(p.genuine_query.max(initial=-1)) + 1)
     rejected = np.bincount(p.genuine_query, weights=(p.genuine < thr).astype(float), minlength=n_q)
     per_query = rejected / np.maximum(np.bincount(p.genuine_query, minlength=n_q), 1)
     return {"eer": eer, "eer_threshold": thr, "fnmr": {f: rate_at(t, f) for f in fmr_targets},
