@@ -164,3 +164,12 @@ def test_training_thresholds_from_all_pairs_of_training_images():
     assert p["fmr"] <= 0.01 and p["fnmr"] == pytest.approx(brute_fnmr_at(gen, imp, 0.01))
     assert np.mean(np.array(imp) >= p["threshold"] - 1e-7) == pytest.approx(p["fmr"])
     assert "0.0001" not in t["fmr_targets"]  # 700 impostor pairs cannot resolve it
+
+
+def test_eer_interval_is_seeded():
+    rng = np.random.default_rng(9)
+    owner = np.repeat(np.arange(5), 6)
+    sim = rng.normal(size=(30, 5)) + 1.5 * (owner[:, None] == np.arange(5)[None, :])
+    b = EerBootstrap(pair_scores(sim, owner, np.arange(5)), owner, 5)
+    a1, a2, other = (eer_interval([b], 5, 300, seed=s) for s in (3, 3, 4))
+    assert (a1.lo, a1.hi) == (a2.lo, a2.hi) and (a1.lo, a1.hi) != (other.lo, other.hi)
