@@ -22,6 +22,7 @@ from ..evaluation.biometric import BiometricResult, biometric_summary, evaluate_
 from ..evaluation.openset import draw_enrolled, n_enrolled, write_enrolled
 from ..evaluation.reranking import k_reciprocal_distance
 from ..evaluation.verification import training_thresholds
+from ..runs import verification_thresholds_path
 
 RERANK_LABEL = "k-reciprocal re-ranked"
 
@@ -112,11 +113,6 @@ def reranked_payload(payload: dict, extras: dict[int, Extra], s: EvaluationCfg
     return twin, rows.drop(columns=[c for c in ("cmc",) if c in rows]), queries
 
 
-def threshold_file(rdir: Path, seed: int, mode: str) -> Path:
-    """Where `load_run(...).verify` finds the operating thresholds of one seed and inference mode."""
-    return Path(rdir) / "verification" / f"seed{seed}{'_' + mode if mode else ''}.json"
-
-
 def write_thresholds(rdir: Path, seed: int, mode: str, embed, clip, cfg, data, device: torch.device,
                      s: EvaluationCfg, trained: bool, dataset: str) -> Path:
     """Thresholds for 1:1 decisions from the training identities' images (train + validation),
@@ -130,7 +126,7 @@ def write_thresholds(rdir: Path, seed: int, mode: str, embed, clip, cfg, data, d
     out.update(dataset=dataset, images=len(labels), identities=len(data.class_ids),
                source=f"all pairs of the {len(labels)} images of the {len(data.class_ids)} training identities "
                       f"of {dataset} ({seen}); never the test identities")
-    path = threshold_file(rdir, seed, mode)
+    path = verification_thresholds_path(rdir, seed, mode)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, out)
     return path

@@ -24,11 +24,10 @@ from PIL import Image
 from ..backbones.features import embed_images
 from ..backbones.loading import resolve_device
 from ..config import REPO_ROOT, build
-from ..methods import BuildContext, get_method
-from ..runs import find_run, read_run
-from ..training.loop import is_finished, load_weights
-from .biometrics import threshold_file
-from .experiments import load_backbone
+from ..methods import get_method
+from ..runs import find_run, read_run, seed_dir, verification_thresholds_path
+from ..training.loop import is_finished
+from .seed_model import build_seed_model, seed_context
 
 ImageInput = Sequence[str | Path | Image.Image] | torch.Tensor
 
@@ -62,18 +61,14 @@ class TrainedModel:
         seeds = [int(s) for s in self.record.get("seeds", {})] or list(self.cfg.seeds)
         self.seed = seeds[0] if seed is None else seed
         self.device = resolve_device(device)
-        self.clip = load_backbone(self.cfg, self.device, self.method)
-        ctx = BuildContext(self.clip, self.device, self.seed,
-                           torch.Generator(device=self.device).manual_seed(self.seed),
-                           self.cfg.amp and self.device.type == "cuda")
-        self.model = self.method.build(self.cfg, ctx, self.record.get("n_classes", 1))
-        if self.method.trains:
-            seed_dir = path / f"seed{self.seed}"
-            if not is_finished(seed_dir):
-                raise FileNotFoundError(f"{seed_dir}: seed {self.seed} of this run has not finished "
-                                        f"training (finished seeds: {seeds})")
-            load_weights(seed_dir, {"model": self.method.model_state(self.cfg, self.model)})
-        self.model.eval()
+        folder = seed_dir(path, self.seed)
+        if self.method.trains and not is_finished(folder):
+            raise FileNotFoundError(f"{folder}: seed {self.seed} of this run has not finished "
+                                    f"training (finished seeds: {seeds})")
+        ctx = seed_context(self.cfg, self.device, self.seed, method=self.method)
+        self.clip = ctx.clip
+        self.model = build_seed_model(self.method, self.cfg, ctx, self.record.get("n_classes", 1),
+                                      weights_from=folder)
         embedders = self.method.embedders(self.cfg, self.model)
         if mode not in embedders and mode == "":
             mode = next(iter(embedders))  # the method's first inference mode
@@ -127,7 +122,7 @@ class Verdict:
 def verify(model: "TrainedModel", image_a, image_b, fmr: float | None = None) -> Verdict:
     """Compare two images at a threshold chosen on the training identities' images: the EER point,
     or the lowest threshold whose FMR there did not exceed `fmr` (one of the profile's targets)."""
-    f = threshold_file(model.path, model.seed, model.mode)
+    f = verification_thresholds_path(model.path, model.seed, model.mode)
     if not f.exists():
         raise FileNotFoundError(f"{f}: this run has no verification thresholds; evaluate it once with "
                                 "evaluation.verification=true (re-running its notebook re-evaluates, never retrains)")
