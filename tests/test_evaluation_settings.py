@@ -29,6 +29,7 @@ def test_bad_settings_are_one_line_errors_naming_the_key(item, message):
     assert "\n" not in str(e.value) and item in str(e.value)
 
 
+@pytest.mark.slow
 def test_too_few_test_identities_for_the_open_set_share_fail_before_training(tmp_path, step_spy):
     run = open_run("demo", tmp_path, FAST + ["evaluation.enrolled_share=0.01"])
     with pytest.raises(ConfigError, match=r"^evaluation\.enrolled_share: 0\.01 of 24 test identities enrols 0"):
@@ -43,6 +44,7 @@ def test_settings_are_outside_the_run_hash(tmp_path):
         assert names(tmp_path, [item]) == base, item
 
 
+@pytest.mark.slow
 def test_reevaluation_adds_verification_open_set_and_reranked_metrics_without_training(tmp_path, step_spy):
     out = tmp_path / "out"
     (first,) = open_run("demo", out, FAST).run_stage("stage2", progress=False)
@@ -86,6 +88,7 @@ def test_reevaluation_adds_verification_open_set_and_reranked_metrics_without_tr
     assert "Verification (1:1)" in html and "Open-set identification (1:N)" in html
 
 
+@pytest.mark.slow
 def test_load_run_verifies_at_a_threshold_from_the_training_identities(tmp_path):
     import numpy as np
     from sklearn.metrics import roc_curve
