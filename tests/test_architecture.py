@@ -21,7 +21,7 @@ ALLOWED = {
     "data": {"config", "atomic", "console", "provenance"},
     "evaluation": {"data"},
     "backbones": {"config", "atomic", "provenance"},
-    "training": {"config", "atomic", "backbones", "evaluation", "runlog"},
+    "training": {"config", "atomic", "console", "backbones", "evaluation", "runlog"},
     "methods": {"config", "atomic", "provenance", "backbones", "training", "evaluation", "data"},
     "report": {"config", "atomic", "provenance", "runs", "evaluation", "data", "training"},
     "explain": {"config", "atomic", "backbones", "data", "evaluation"},
