@@ -1,5 +1,5 @@
 """Timing of the evaluation settings on the full 11k protocol sizes with random features
-(`python -m clipfh_utils bench --verification`): speed does not depend on what the features mean."""
+(`clipfh bench --verification`): speed does not depend on what the features mean."""
 from __future__ import annotations
 
 import os
