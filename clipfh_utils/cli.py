@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--compile-opt", action="store_true", help="also compile the optimiser step")
     b.add_argument("--channels-last", action="store_true", help="ResNet in NHWC layout (CUDA)")
     b.add_argument("--infer-batch", type=int, default=256, help="stage 3: batch of the inference modes")
+    b.add_argument("--verification", action="store_true",
+                   help="instead: verification, open-set and re-ranking on the full 11k protocol sizes "
+                        "(random features, CPU)")
+    b.add_argument("--n-boot", type=int, default=1000, help="--verification: EER bootstrap resamples")
 
     s = sub.add_parser("splits", help="write the split lists of all four aspects for a profile")
     s.add_argument("--profile", default="full")
@@ -110,6 +114,12 @@ def _run(a: argparse.Namespace) -> int:
         return 1 if failed else 0
     elif a.cmd == "clean":
         _clean(a)
+    elif a.cmd == "bench" and a.verification:
+        from .config import repo_path
+        from .pipeline.evaluation_bench import bench_verification, describe
+        res = bench_verification(repo_path("data/11k/HandInfo.csv"), n_boot=a.n_boot)
+        print(json.dumps(res, indent=2))
+        print(describe(res))
     elif a.cmd == "bench":
         from .bench import bench
         res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,

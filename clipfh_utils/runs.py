@@ -198,6 +198,8 @@ def relpath(path: Path, out: Path) -> str:
 
 METRICS = "metrics"
 TRANSFER_PREFIX = "transfer__"
+RERANK_SUFFIX = "_rerank"          # the re-ranked twin of a metrics file (evaluation.rerank)
+VERIFICATION = "verification"      # per-seed 1:1 thresholds of a run (load_run(...).verify)
 
 
 def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
@@ -206,10 +208,17 @@ def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
 
 
 def metrics_path(rdir: Path, dataset_key: str, mode: str, n_splits: int, flip: bool,
-                 transfer: bool = False) -> Path:
-    """The metrics file of one (dataset, mode, evaluation settings) in run folder `rdir`."""
-    stem = metrics_stem(dataset_key, mode, n_splits, flip)
+                 transfer: bool = False, reranked: bool = False) -> Path:
+    """The metrics file of one (dataset, mode, evaluation settings) in run folder `rdir`; the
+    k-reciprocal re-ranked twin of a file is `<stem>_rerank.json` beside it."""
+    stem = metrics_stem(dataset_key, mode, n_splits, flip) + (RERANK_SUFFIX if reranked else "")
     return Path(rdir) / METRICS / f"{TRANSFER_PREFIX if transfer else ''}{stem}.json"
+
+
+def verification_thresholds_path(rdir: Path, seed: int, mode: str) -> Path:
+    """The 1:1 operating thresholds of one seed and inference mode (from the training identities),
+    read by `load_run(...).verify`."""
+    return Path(rdir) / VERIFICATION / f"seed{seed}{'_' + mode if mode else ''}.json"
 
 
 def metrics_files(rdir: Path, dataset_key: str, n_splits: int, flip: bool) -> list[Path]:

@@ -31,6 +31,7 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
 from ..training.weights import store_half_if_exact
+from .biometrics import check_settings, write_thresholds
 from .evaluate import EvalResult, evaluate_model, save_metrics
 from .resolve import Experiment
 from .run_state import RunTarget, disk_need, note_version_drift, plan_run, target_name
@@ -123,6 +124,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     clip0 = load_backbone(exp.cfg, run.device, exp.method)
     class_ids = ds.protocol().class_ids
     exp.check_data(len(class_ids))
+    check_settings(profile.evaluation, ds.protocol())
     target = plan_run(run.run_dir, profile, exp, ds)
     for n in target.notes:
         note(n)
@@ -173,7 +175,11 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():
             label = cfg.name + (f" [{mode}]" if mode else "") + (f" seed {seed}" if method.trains else "")
-            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label)
+            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label,
+                                settings=profile.evaluation)
+            if profile.evaluation.verification:
+                write_thresholds(rdir, seed, mode, embed, clip, cfg, run.train_data(ds, clip.image_size),
+                                 run.device, profile.evaluation, method.trains, ds.key)
             evals[(seed, mode)] = ev
             per_split.append(ev.per_split.assign(seed=seed, mode=mode))
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))
