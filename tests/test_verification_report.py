@@ -25,7 +25,8 @@ def payload(real_records, model, signal, seed=0):
     v, o, _, _ = biometric_summary({0: res}, (0.01, 0.001), (0.01, 0.1), n_boot=200)
     for p in o.values():
         p.update(enrolled_share=0.5, lists="splits/x")
-    return {"model": model, "verification": v, "open_set": o, "data": "synthetic", "weights": "random init"}
+    return {"model": model, "method_title": model.title(), "backbone": "tiny-vit", "verification": v,
+            "open_set": o, "data": "synthetic", "weights": "random init"}
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +35,17 @@ def metrics(real_records):
 
 
 def test_tables_carry_the_payload_numbers(metrics):
-    t = vr.verification_table(metrics, "clipfh").set_index("model")
+    shown = vr.verification_table(metrics, "clipfh")
+    assert list(shown["model"]) == ["Weak · tiny-vit", "Strong · tiny-vit"]  # readable; internal names kept apart
+    assert "experiment" not in vr.shown(shown).columns
+    t = shown.set_index("experiment")
     for m in metrics:
         v = m["verification"]["clipfh"]
         assert t.loc[m["model"], "eer_mean"] == v["eer"]["mean"]
         assert t.loc[m["model"], "EER (%)"].startswith(f"{v['eer']['mean']:.2f} ± ")
         assert t.loc[m["model"], "genuine pairs"] == 971
     assert "FNMR @ FMR = 0.1 % (%)" in t.columns
-    o = vr.openset_table(metrics, "mbanet").set_index("model")
+    o = vr.openset_table(metrics, "mbanet").set_index("experiment")
     assert o.loc["strong", "fnir@fpir=0.1_mean"] < o.loc["weak", "fnir@fpir=0.1_mean"]
     assert o.loc["strong", "non-mated searches"] > 0
 
@@ -49,7 +53,7 @@ def test_tables_carry_the_payload_numbers(metrics):
 def test_reading_names_the_best_and_says_whether_intervals_separate(metrics):
     t = vr.verification_table(metrics, "clipfh")
     text = vr.reading(t, "clipfh")
-    assert "lowest error is **strong**" in text and "At FNMR @ FMR = 1 %" in text
+    assert "lowest error is **Strong · tiny-vit**" in text and "At FNMR @ FMR = 1 %" in text
     assert "they are separated" in text  # signal 1.5 vs 0.3: far apart
     close = t.copy()
     close.loc[:, "eer_lo"], close.loc[:, "eer_hi"] = 1.0, 9.0
@@ -59,6 +63,8 @@ def test_reading_names_the_best_and_says_whether_intervals_separate(metrics):
 def test_figures_draw_one_curve_per_model(metrics):
     fig = vr.det_figure(metrics, "mbanet", "mbanet", "det_mbanet")
     assert fig.get_label() == "det_mbanet" and len(fig.axes[0].get_lines()) == 2
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Weak · tiny-vit", "Strong · tiny-vit"]
+    assert fig.axes[0].get_legend() is None and fig.axes[0].get_title() == ""  # key and caption outside the axes
     fig = vr.roc_and_histograms(metrics, "clipfh", "clipfh", "roc")
     assert len(fig.axes[0].get_lines()) == 2 and len(fig.axes[1].get_lines()) == 4
     fig = vr.openset_figure(metrics, "clipfh", "clipfh", "os")
@@ -81,3 +87,20 @@ def test_groups_say_when_a_dataset_has_no_metadata(tmp_path):
 def test_plain_leaves_out_the_reranked_twins(metrics):
     twin = {**metrics[0], "model": "weak · k-reciprocal re-ranked", "evaluation": {"reranked": True}}
     assert [m["model"] for m in vr.plain([*metrics, twin])] == ["weak", "strong"]
+
+
+def test_verification_figures_keep_texts_and_legends_inside_and_apart(metrics):
+    from clipfh_utils.report.layout import layout_problems
+    from clipfh_utils.report.style import TEXT_WIDTH, caption_of
+    import matplotlib.pyplot as plt
+    figs = [vr.det_figure(metrics, "mbanet", "mbanet", "det"), vr.roc_and_histograms(metrics, "clipfh", "clipfh", "roc"),
+            vr.openset_figure(metrics, "clipfh", "clipfh", "os")]
+    try:
+        problems = {f.get_label(): layout_problems(f) for f in figs}
+        assert not {k: v for k, v in problems.items() if v}, problems
+        for f in figs:  # the caption travels beside the figure, not in it
+            assert caption_of(f) and not f.get_suptitle() and f.get_size_inches()[0] <= TEXT_WIDTH + 1e-6
+            assert all(ax.get_title() == "" for ax in f.axes)
+    finally:
+        for f in figs:
+            plt.close(f)

@@ -12,7 +12,8 @@ from scipy.stats import norm
 from sklearn.metrics import DetCurveDisplay
 
 from ..evaluation.groups import NoMetadata, group_table, identity_attributes
-from .plotting import LINESTYLES, OKABE_ITO, TEXT_WIDTH, _named
+from .display import model_labels
+from .style import LINESTYLES, OKABE_ITO, TEXT_WIDTH, named
 from .results import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, per_query
 
 
@@ -45,6 +46,19 @@ def _plain(metrics: list[dict], protocol: str, key: str) -> list[dict]:
     return [m for m in metrics if protocol in (m.get(key) or {})]
 
 
+def _labelled(ms: list[dict]) -> list[tuple[dict, str]]:
+    """Each payload with its readable model label (the internal name stays in the `experiment` column)."""
+    return list(zip(ms, model_labels(ms)))
+
+
+def _legend(fig, ax, title: str = "") -> None:
+    """The key below the axes (constrained layout), never over a curve or an axis label."""
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncol=1 if len(handles) > 3 else len(handles),
+                   title=title or None, title_fontsize=7, frameon=False)
+
+
 def _cell(stat: dict, digits: int = 2) -> str:
     if "na" in stat:
         return stat["na"]
@@ -70,10 +84,10 @@ def verification_table(metrics: list[dict], protocol: str) -> pd.DataFrame:
     rows = []
     ms = _plain(metrics, protocol, "verification")
     keys = _targets(ms, protocol, "verification", "fnmr@fmr=")
-    for m in ms:
+    for m, model in _labelled(ms):
         v = m["verification"][protocol]
         e = v["eer"]
-        row = {"model": m["model"], "EER (%)": _cell(e) + (f" [{e['lo']:.2f}, {e['hi']:.2f}]" if "lo" in e else ""),
+        row = {"model": model, "experiment": m["model"], "EER (%)": _cell(e) + (f" [{e['lo']:.2f}, {e['hi']:.2f}]" if "lo" in e else ""),
                "eer_mean": e["mean"], "eer_lo": e.get("lo", np.nan), "eer_hi": e.get("hi", np.nan)}
         for k in keys:
             stat = v.get(k, {"na": "—"})
@@ -92,9 +106,9 @@ def openset_table(metrics: list[dict], protocol: str) -> pd.DataFrame:
     rows = []
     ms = _plain(metrics, protocol, "open_set")
     keys = _targets(ms, protocol, "open_set", "fnir@fpir=")
-    for m in ms:
+    for m, model in _labelled(ms):
         o = m["open_set"][protocol]
-        row = {"model": m["model"]}
+        row = {"model": model, "experiment": m["model"]}
         for k in keys:
             stat = o.get(k, {"na": "—"})
             row[f"{_percent(k)} (%)"] = _cell(stat)
@@ -108,7 +122,7 @@ def openset_table(metrics: list[dict], protocol: str) -> pd.DataFrame:
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
     """The display columns of a verification or open-set table (the numeric ones stay in the CSV)."""
-    return table[[c for c in table.columns if not c.endswith(("_mean", "_lo", "_hi"))]]
+    return table[[c for c in table.columns if not c.endswith(("_mean", "_lo", "_hi")) and c != "experiment"]]
 
 
 def _inside(x: Sequence[float]) -> np.ndarray:
@@ -121,14 +135,14 @@ def det_figure(metrics: list[dict], protocol: str, label: str, name: str):
     """DET curves of every model (FNMR against FMR on normal-deviate axes, ISO/IEC 19795-1), the
     mean over splits and seeds at a fixed FMR grid (vertical averaging) with a ±1 sd band."""
     fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.62, 3.4))
-    for i, m in enumerate(_plain(metrics, protocol, "verification")):
+    for i, (m, model) in enumerate(_labelled(_plain(metrics, protocol, "verification"))):
         d = m["verification"][protocol]["det"]
         fmr, mean, sd = np.array(d["fmr"]), _inside(d["fnmr_mean"]), _inside(d["fnmr_sd"])
         ok = ~np.isnan(mean)
         if not ok.any():
             continue
         colour = OKABE_ITO[i % len(OKABE_ITO)]
-        DetCurveDisplay(fpr=fmr[ok], fnr=mean[ok], estimator_name=m["model"]).plot(
+        DetCurveDisplay(fpr=fmr[ok], fnr=mean[ok], estimator_name=model).plot(
             ax=ax, color=colour, ls=LINESTYLES[i % len(LINESTYLES)])
         band = ok & ~np.isnan(sd)
         if band.any():
@@ -137,11 +151,10 @@ def det_figure(metrics: list[dict], protocol: str, label: str, name: str):
             ax.fill_between(norm.ppf(fmr[band]), norm.ppf(lo), norm.ppf(hi), color=colour, alpha=0.15, lw=0)
     ax.set_xlabel("FMR (false match rate)")
     ax.set_ylabel("FNMR (false non-match rate)")
-    ax.set_title(f"DET, {label}")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=6, title="mean ± 1 sd over splits × seeds", title_fontsize=6)
-    fig.tight_layout()
-    return _named(fig, name)
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    _legend(fig, ax, "mean ± 1 sd over splits × seeds")
+    return named(fig, name, f"DET curves, {label}")
 
 
 def roc_and_histograms(metrics: list[dict], protocol: str, label: str, name: str):
@@ -149,47 +162,41 @@ def roc_and_histograms(metrics: list[dict], protocol: str, label: str, name: str
     and impostor score histograms (all splits and seeds pooled)."""
     ms = _plain(metrics, protocol, "verification")
     fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.8))
-    for i, m in enumerate(ms):
+    for i, (m, model) in enumerate(_labelled(ms)):
         v = m["verification"][protocol]
         fmr, fnmr = np.array(v["det"]["fmr"]), np.array([np.nan if x is None else x for x in v["det"]["fnmr_mean"]])
         colour, ls = OKABE_ITO[i % len(OKABE_ITO)], LINESTYLES[i % len(LINESTYLES)]
-        axes[0].plot(fmr, 1 - fnmr, color=colour, ls=ls, label=m["model"])
+        axes[0].plot(fmr, 1 - fnmr, color=colour, ls=ls, label=model)
         h = v["histogram"]
         centres = (np.array(h["edges"][:-1]) + np.array(h["edges"][1:])) / 2
         for kind, style in (("genuine", "-"), ("impostor", ":")):
             counts = np.array(h[kind], dtype=float)
-            axes[1].plot(centres, counts / max(counts.sum(), 1), color=colour, ls=style,
-                         label=f"{m['model']} · {kind}" if len(ms) <= 4 else None)
+            axes[1].plot(centres, counts / max(counts.sum(), 1), color=colour, ls=style)
     used = [ln.get_xdata()[ln.get_ydata() > 0] for ln in axes[1].get_lines()]
     used = np.concatenate(used) if used else np.array([])
     if used.size:  # the occupied score range, a bin either side
         step = np.diff(ms[0]["verification"][protocol]["histogram"]["edges"][:2])[0]
         axes[1].set_xlim(used.min() - step, used.max() + step)
     axes[0].set_xscale("log")
-    axes[0].set(xlabel="FAR (= FMR)", ylabel="TAR (= 1 − FNMR)", title=f"ROC, {label}", ylim=(0, 1.02))
-    axes[1].set(xlabel="cosine score", ylabel="share of pairs", title="genuine (—) and impostor (···) scores")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=5)
-    fig.tight_layout()
-    return _named(fig, name)
+    axes[0].set(xlabel="FAR (= FMR)", ylabel="TAR (= 1 − FNMR)", ylim=(0, 1.02))
+    axes[1].set(xlabel="cosine score", ylabel="share of pairs")
+    _legend(fig, axes[0], "colour = model; right: genuine (solid), impostor (dotted)")
+    return named(fig, name, f"ROC (left) and genuine / impostor score distributions (right), {label}")
 
 
 def openset_figure(metrics: list[dict], protocol: str, label: str, name: str):
     """FNIR against FPIR (candidate list length 1), mean over splits and seeds, log FPIR axis."""
     fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.62, 3.0))
-    for i, m in enumerate(_plain(metrics, protocol, "open_set")):
+    for i, (m, model) in enumerate(_labelled(_plain(metrics, protocol, "open_set"))):
         c = m["open_set"][protocol]["fnir_fpir"]
         y = np.array([np.nan if v is None else v for v in c["fnir_mean"]], dtype=float)
         ax.plot(c["fpir"], y, color=OKABE_ITO[i % len(OKABE_ITO)], ls=LINESTYLES[i % len(LINESTYLES)],
-                label=m["model"])
+                label=model)
     ax.set_xscale("log")
     ax.set(xlabel="FPIR (non-mated searches returning a candidate)", ylabel="FNIR (mated searches missed)",
-           ylim=(0, 1.02), title=f"Open-set, {label}")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    return _named(fig, name)
+           ylim=(0, 1.02))
+    _legend(fig, ax)
+    return named(fig, name, f"Open-set identification (FNIR against FPIR, candidate list length 1), {label}")
 
 
 def reading(table: pd.DataFrame, label: str) -> str:
@@ -226,6 +233,7 @@ def groups_for(metrics: list[dict], handinfo_of, age_edges: Sequence[int], n_boo
     and intervals; `handinfo_of(dataset_key)` gives the metadata file. Returns the table and one
     line per dataset that has no metadata (HD)."""
     frames, missing = [], []
+    labels = {id(m): model for m, model in _labelled(metrics)}
     for m in metrics:
         if m.get("evaluation", {}).get("reranked") or "verification" not in m:
             continue
@@ -239,7 +247,8 @@ def groups_for(metrics: list[dict], handinfo_of, age_edges: Sequence[int], n_boo
             if line not in missing:
                 missing.append(line)
             continue
-        frames.append(group_table(pq, attrs, n_boot=n_boot, seed=seed).assign(model=m["model"]))
+        frames.append(group_table(pq, attrs, n_boot=n_boot, seed=seed).assign(
+            model=labels[id(m)], experiment=m["model"]))
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), missing
 
 
