@@ -21,6 +21,20 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class UnsafePathError(ValueError):
+    """A path built from a name or a record would lie outside the folder it belongs in."""
+
+
+def inside(root: str | Path, *parts: str) -> Path:
+    """`root/parts...`, refused unless each part is one folder name, so the path stays inside
+    `root` (a symlinked folder the user set up is theirs to choose; '..' in a name or record is not)."""
+    path = Path(root).joinpath(*parts)
+    if any(p in ("", ".", "..") or "/" in p or os.sep in p for p in parts):
+        raise UnsafePathError(f"{path}: would lie outside {root}; each name in it must be one folder "
+                              "name (no '/', no '..')")
+    return path
+
+
 class DiskFullError(OSError):
     """Not enough disk space for an output (foreseen, or met while writing)."""
 

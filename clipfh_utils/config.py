@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -28,6 +29,17 @@ CONFIG_DIR = REPO_ROOT / "configs"
 ASPECTS: tuple[str, ...] = ("dorsal right", "dorsal left", "palmar right", "palmar left")
 HD_KINDS: tuple[str, ...] = ("hd", "hd-synthetic")  # the HD dataset has one aspect: "dorsal"
 HD_ASPECT = "dorsal"
+
+NAME_CHARS = "letters, digits, '-', '_' and '.' (not first), at most 100"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` (a profile, experiment or variant name) cannot be one folder or file name, or None.
+    Names become path components: '../x', 'a/b' or '.hidden' would write outside their folder."""
+    if _SAFE_NAME.fullmatch(name):
+        return None
+    return f"{name!r} is not a safe folder name; use {NAME_CHARS}"
 
 
 class ConfigError(ValueError):
@@ -172,6 +184,8 @@ class Profile:
     cli_overrides: list[str] = setting(factory=list, internal=True)  # experiment `-p` items
 
     def check(self, where: str) -> None:
+        if name_problem(self.name):
+            raise ConfigError(f"{where}.name: {name_problem(self.name)}")
         if self.resume and self.retrain:
             raise ConfigError(f"{where}.retrain: cannot be combined with resume (--resume continues a run, "
                               "--retrain starts a new one beside it); give one of them")

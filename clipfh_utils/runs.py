@@ -26,7 +26,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_json, atomic_write_text
+from .atomic import atomic_write_json, atomic_write_text, inside
+from .config import name_problem
 from .locks import short_lock
 
 RUNS, INVOCATIONS = "runs", "invocations"
@@ -57,7 +58,7 @@ def slug(text: str) -> str:
 # --------------------------------------------------------------------------- run folders
 
 def run_dir(out: Path, name: str) -> Path:
-    return Path(out) / RUNS / name
+    return inside(out, RUNS, name) if name else Path(out) / RUNS
 
 
 def read_run(path: Path) -> dict | None:
@@ -113,7 +114,7 @@ def index_lock(out: Path) -> contextlib.AbstractContextManager:
 def new_invocation(out: Path, info: dict) -> str:
     """Start an invocation (one `run` of the pipeline); it becomes LATEST."""
     inv = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-    d = Path(out) / INVOCATIONS / inv
+    d = invocation_dir(out, inv)
     atomic_write_json(d / "manifest.json", {"id": inv, "started": now(), **info, "entries": {}})
     atomic_write_text(Path(out) / INVOCATIONS / "LATEST", inv + "\n")
     return inv
@@ -125,11 +126,13 @@ def latest_invocation(out: Path) -> str | None:
         inv = f.read_text().strip()
     except OSError:
         return None
-    return inv if (Path(out) / INVOCATIONS / inv / "manifest.json").exists() else None
+    if not inv or name_problem(inv):  # LATEST is a record: it names a folder, never a path
+        return None
+    return inv if (invocation_dir(out, inv) / "manifest.json").exists() else None
 
 
 def invocation_dir(out: Path, inv: str) -> Path:
-    return Path(out) / INVOCATIONS / inv
+    return inside(out, INVOCATIONS, inv)
 
 
 def read_manifest(out: Path, inv: str) -> dict:

@@ -128,7 +128,7 @@ def resolve_experiments(profile: Profile, profile_source: str = "profile") -> li
             if not profile.backbones:
                 raise ConfigError(f"{profile_source}: 'stage1' is listed but the profile has no backbones")
             for b in profile.backbones:
-                name = f"zero_shot_{b.name}"
+                name = f"zero_shot_{slug(b.name)}"  # 'hf-hub:org/model' is a backbone, not a folder
                 data = {"name": name, "method": "zero_shot", "backbone": to_dict(b)}
                 exps.append(_resolve_one(get_method("zero_shot"), data, f"{profile_source}: stage1 ({b.name})",
                                          {STAGE1, name}, overrides, used))

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_copy
-from ..config import Profile, display_path, flatten, identity_dict
+from ..config import Profile, display_path, flatten, identity_dict, name_problem
 from ..data.datasets import HandDataset
 from ..locks import check_unlocked
 from ..runs import RunStateError, all_runs, now, read_run, run_dir, run_name
-from ..training.checkpoint import checkpoint_position
+from ..training.checkpoint import checkpoint_position, load_checkpoint
 from ..training.loop import Trainer, is_finished
 
 FINISHED, UNFINISHED, NEW = "finished", "unfinished", "new"
@@ -82,7 +82,7 @@ def resume_sources(out: Path, profile: Profile, experiments: list[str] | None = 
     names) belong to one of `experiments`."""
     sources: dict[str, Path] = {}
     for ref in profile.resume_from:
-        p = Path(ref) if (Path(ref) / "run.json").exists() else run_dir(out, ref)
+        p = Path(ref) if (Path(ref) / "run.json").exists() or name_problem(ref) else run_dir(out, ref)
         rec = read_run(p)
         if rec is None:
             have = sorted(r["name"] for r in all_runs(out))
@@ -179,6 +179,8 @@ def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
             "with --retrain; nothing was changed")
     for s in unfinished:  # a damaged checkpoint is named now, not after the other seeds trained
         checkpoint_position(rdir / f"seed{s}" / Trainer.CHECKPOINT)
+    for s in (s for s, st in states.items() if st == FINISHED):  # and weights that will not load
+        load_checkpoint(rdir / f"seed{s}" / Trainer.WEIGHTS, mmap=True)
     return target
 
 

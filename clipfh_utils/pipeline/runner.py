@@ -66,10 +66,11 @@ def bad_input_errors() -> tuple[type[Exception], ...]:
     from ..config import ConfigError
     from ..data.handinfo import HandInfoError
     from ..data.image_cache import ImageDecodeError, MissingImagesError
+    from ..atomic import UnsafePathError
     from ..runs import RunStateError
     from ..training.checkpoint import CheckpointError
     return (ConfigError, HandInfoError, MissingImagesError, ImageDecodeError, FileNotFoundError,
-            WeightsMismatchError, WeightsNotFoundError, RunStateError, CheckpointError)
+            WeightsMismatchError, WeightsNotFoundError, RunStateError, CheckpointError, UnsafePathError)
 
 
 def _keep_partial(tmp: Path, failed: Path) -> bool:

@@ -308,8 +308,12 @@ def is_finished(seed_dir: str | Path) -> bool:
 
 def load_weights(seed_dir: str | Path, state: Mapping[str, Any]) -> dict:
     """Load a finished seed's final weights into `state` (the same objects the Trainer saved)."""
-    saved = load_checkpoint(Path(seed_dir) / Trainer.WEIGHTS)
+    path = Path(seed_dir) / Trainer.WEIGHTS
+    saved = load_checkpoint(path)
     for name, obj in state.items():  # only the entries asked for (the model, not the sampler)
+        if name not in saved["states"]:
+            raise CheckpointError(f"{path}: holds no '{name}' state (it has {sorted(saved['states'])}); "
+                                  "not the weights of this run: delete the seed folder to train it again")
         obj.load_state_dict(saved["states"][name])
     return json.loads((Path(seed_dir) / Trainer.SUMMARY).read_text())
 
