@@ -139,6 +139,8 @@ def world(tmp_path_factory):
     lines[i] = lines[i].replace(",0,0,", ",1,0,", 1)  # one accessories flag flipped
     modified.write_text("".join(lines))
     shutil.copy(REAL_HANDINFO.with_name("HandInfo.csv.sha256"), modified.with_name("HandInfo.csv.sha256"))
+    (inputs / "bare").mkdir()
+    shutil.copy(modified, inputs / "bare" / "HandInfo.csv")  # copied elsewhere without its .sha256
     return {"out": out, "a": a.run_name, "b": b, "inputs": inputs, "base": base}
 
 
@@ -267,7 +269,16 @@ CASES = [
     Case("HandInfo.csv modified", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/modified/HandInfo.csv"], 2,
          ["modified/HandInfo.csv: sha256", "differs from HandInfo.csv.sha256", "never built from modified metadata",
           "allow_modified_handinfo=true"], full_argv=True, roots=("splits",)),
-    Case("HandInfo.csv latin-1", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/latin1.csv"], 2,
+    Case("HandInfo.csv modified, copied without its .sha256", ["splits", "--profile", "full", "-p",
+                                                              "data.handinfo={inputs}/bare/HandInfo.csv"], 2,
+         ["bare/HandInfo.csv: sha256", "differs from HandInfo.csv.sha256 beside the split lists in data/splits/11k",
+          "never built from modified metadata"], full_argv=True, roots=("splits",)),
+    # its bytes differ from the original: refused as modified, unless allowed; then it is read and named
+    Case("HandInfo.csv latin-1, refused as modified", ["splits", "--profile", "full", "-p",
+                                                       "data.handinfo={inputs}/latin1.csv"], 2,
+         ["latin1.csv: sha256", "never built from modified metadata"], full_argv=True, roots=("splits",)),
+    Case("HandInfo.csv latin-1", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/latin1.csv", "-p",
+                                  "data.allow_modified_handinfo=true", "-p", "data.splits_dir={base}/latin1_splits"], 2,
          ["latin1.csv row 2: byte 0xe4 at column", "not UTF-8"], full_argv=True, roots=("splits",)),
     Case("HandInfo.csv missing", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/none.csv"], 2,
          ["none.csv: file not found"], full_argv=True, roots=("splits",)),
@@ -312,6 +323,30 @@ def test_modified_handinfo_with_the_flag_writes_elsewhere_and_says_so(world, tmp
     assert folder.name.startswith("11k-modified-") and not (splits / "11k").exists()
     assert "'train_images': 889" in captured.out  # the flipped row is an accessory now: one fewer
     assert_nothing_lost(before, snapshot(COMMITTED_SPLITS))
+
+
+def test_the_committed_split_lists_record_the_metadata_they_were_built_from():
+    from clipfh_utils.data.datasets import recorded_source
+    from clipfh_utils.data.handinfo import load_handinfo
+    from clipfh_utils.data.protocol import _csv_text, build_protocol
+    from clipfh_utils.provenance import file_sha256
+    assert recorded_source(COMMITTED_SPLITS) == file_sha256(REAL_HANDINFO)
+    proto = build_protocol(load_handinfo(REAL_HANDINFO), "palmar left", 0, 1)
+    folder = COMMITTED_SPLITS / "palmar_left" / "seed0"
+    assert (folder / "train.csv").read_text() == _csv_text(proto.train)
+    assert (folder / "gallery_00.csv").read_text() == _csv_text(proto.galleries[0])
+
+
+def test_split_lists_record_their_source_and_refuse_other_metadata(world, tmp_path, capsys):
+    splits = tmp_path / "splits"
+    args = ["splits", "--profile", "full", "-p", f"data.splits_dir={splits}", "-p", "protocol.n_splits=1"]
+    assert main(args) == 0
+    assert (splits / "11k" / "HandInfo.csv.sha256").read_text().split()[0] == \
+        REAL_HANDINFO.with_name("HandInfo.csv.sha256").read_text().split()[0]
+    before = snapshot(splits)
+    assert main(args + ["-p", f"data.handinfo={world['inputs']}/bare/HandInfo.csv"]) == 2
+    assert "differs from HandInfo.csv.sha256 beside the split lists" in capsys.readouterr().err
+    assert_nothing_lost(before, snapshot(splits))
 
 
 def test_handinfo_with_a_bom_is_read(world, tmp_path, capsys):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..config import HD_KINDS, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
 from ..console import note
 from ..provenance import file_sha256, files_digest
@@ -73,19 +74,33 @@ class HandDataset:
                 "train_images_sha256": files_digest(self.images_dir, train_names)}
 
 
+SOURCE_RECORD = "HandInfo.csv.sha256"  # beside a set of split lists: the metadata they were built from
+
+
+def recorded_source(splits_root: Path) -> str | None:
+    """The sha256 of the HandInfo.csv the split lists under `splits_root` were built from."""
+    f = Path(splits_root) / SOURCE_RECORD
+    words = f.read_text().split() if f.exists() else []
+    return words[0].strip().lower() if words else None
+
+
 def splits_root_for(data: DataCfg, handinfo: Path) -> Path:
-    """Where the split lists of the 11k metadata live: the committed ones for the verified
-    HandInfo.csv. Metadata whose sha256 differs never rewrites them: it is an error, or, with
-    `data.allow_modified_handinfo`, its split lists go to a folder of their own (said on the console)."""
+    """Where the split lists of the 11k metadata live: the committed ones for the metadata they
+    were built from (its sha256 is recorded beside them, so a modified copy elsewhere, with or
+    without a `.sha256` of its own, is recognised). Other metadata never rewrites them: it is an
+    error, or, with `data.allow_modified_handinfo`, its split lists go to a folder of their own
+    (said on the console)."""
     committed = repo_path(data.splits_dir) / "11k"
     if not handinfo.exists():
         raise HandInfoError(f"{handinfo}: file not found; put the 11k Hands HandInfo.csv there "
                             "(a copy ships in data/11k/HandInfo.csv)")
-    actual, expected = handinfo_checksum(handinfo)
+    actual, beside = handinfo_checksum(handinfo)
+    recorded = recorded_source(committed)
+    expected, against = ((recorded, f"{SOURCE_RECORD} beside the split lists in {display_path(committed)}")
+                         if recorded else (beside, f"{handinfo.name}.sha256"))
     if expected is None or actual == expected:
         return committed
-    what = (f"{display_path(handinfo)}: sha256 {actual[:12]}... differs from {handinfo.name}.sha256 "
-            f"({expected[:12]}...)")
+    what = f"{display_path(handinfo)}: sha256 {actual[:12]}... differs from {against} ({expected[:12]}...)"
     if not data.allow_modified_handinfo:
         raise HandInfoError(f"{what}; the committed split lists in {display_path(committed)} are never built "
                             "from modified metadata: restore the original file, or pass "
@@ -141,11 +156,19 @@ def write_all_splits(ds: HandDataset, seed: int, n_splits: int) -> dict[str, Pro
     if ds.kind in HD_KINDS:
         return ds.write_splits(seed, n_splits)
     records = ds.records()
+    sha = file_sha256(ds.handinfo)
+    recorded = recorded_source(ds.splits_root)
+    if recorded not in (None, sha):  # splits_root_for chose this folder for other metadata
+        raise HandInfoError(f"{display_path(ds.splits_root)}: its split lists were built from metadata with "
+                            f"sha256 {recorded[:12]}..., not {display_path(ds.handinfo)} ({sha[:12]}...); "
+                            "nothing was rewritten")
     out = {}
     for aspect in ASPECTS:
         proto = build_protocol(records, aspect, seed, n_splits)
         write_split_files(proto, ds.splits_root)
         out[aspect] = proto
+    if recorded is None:
+        atomic_write_text(Path(ds.splits_root) / SOURCE_RECORD, f"{sha}  {ds.handinfo.name}\n")
     return out
 
 
