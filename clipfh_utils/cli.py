@@ -106,7 +106,8 @@ def _run(a: argparse.Namespace) -> int:
                                  a.executor, a.workers, a.gpus.split(",") if a.gpus else None, a.partition,
                                  a.gpus_per_job, a.time, a.dry_run)
         failed = [j for j in jobs if j.status == "failed"]
-        print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else ""))
+        print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else "")
+              + (" (dry run: nothing written)" if a.dry_run else ""))
         return 1 if failed else 0
     elif a.cmd == "clean":
         _clean(a)

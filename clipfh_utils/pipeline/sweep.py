@@ -97,8 +97,10 @@ def _override(key: str, value: Any) -> str:
 
 
 def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_dir: str | Path | None,
-               experiments: Sequence[str] | None = None) -> tuple[Path, str, list[SweepJob]]:
-    """Validate every variant, start the sweep's invocation, and list its jobs (finished ones skipped)."""
+               experiments: Sequence[str] | None = None, dry_run: bool = False
+               ) -> tuple[Path, str, list[SweepJob]]:
+    """Validate every variant, start the sweep's invocation, and list its jobs (finished ones skipped).
+    `dry_run`: the same list, with nothing written (no invocation; the invocation id is "")."""
     if not grid:
         raise ConfigError("a sweep needs at least one --grid KEY=[values] (or a sweep file)")
     profile_path = resolve_config_path(profile, "profiles").resolve()
@@ -120,11 +122,11 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
         resolved.append((v, list(params) + swept, chosen, prof))
     prof = resolved[0][3]
     out = (Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve()
-    inv = new_invocation(out, {"profile": prof.name, "overrides": list(params),
-                               "sweep": {"grid": grid, "experiments": list(experiments or [])}})
+    inv = "" if dry_run else new_invocation(out, {"profile": prof.name, "overrides": list(params),
+                                                  "sweep": {"grid": grid, "experiments": list(experiments or [])}})
     jobs = []
     for v, items, chosen, prof in resolved:
-        run = open_run(profile_path, out, items, inv)
+        run = open_run(profile_path, out, items, inv, read_only=dry_run)
         run.variant = v
         for exp in run.experiments():
             if exp.name not in chosen:
@@ -138,7 +140,8 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
             if all(existing) and not prof.retrain:
                 job.status = "skipped"
                 for ds, files in zip(run.datasets, existing):
-                    _record_existing(run, exp, ds, files)
+                    if not dry_run:
+                        _record_existing(run, exp, ds, files)
             elif prof.resume and not any(read_run(out / RUNS / n) for n in job.runs):
                 # nothing of this variant to continue: it starts (its siblings' checkpoints are not its own)
                 job.overrides = [*items, "resume=false"]
@@ -250,14 +253,19 @@ def run_sweep(profile: str, grid: dict[str, list], params: Sequence[str] = (), r
               experiments: Sequence[str] | None = None, executor: str = "processes", workers: int | None = None,
               gpus: Sequence[str] | None = None, partition: str | None = None, gpus_per_job: int = 1,
               time_min: int = 240, dry_run: bool = False) -> tuple[Path, list[SweepJob]]:
-    """Plan, dispatch, gather; returns the sweep's invocation folder and its jobs with their status."""
-    out, inv, jobs = plan_sweep(profile, params, grid, run_dir, experiments)
+    """Plan, dispatch, gather; returns the sweep's invocation folder and its jobs with their status
+    (a dry run: the output folder, in which it wrote nothing, and the jobs it would run)."""
+    out, inv, jobs = plan_sweep(profile, params, grid, run_dir, experiments, dry_run)
     todo = [j for j in jobs if j.status == "pending"]
-    d = invocation_dir(out, inv)
-    print(f"[clipfh] sweep {inv}: {len(jobs)} job(s), {len(jobs) - len(todo)} already finished", flush=True)
+    print(f"[clipfh] sweep {inv or '(dry run)'}: {len(jobs)} job(s), {len(jobs) - len(todo)} already finished",
+          flush=True)
     for j in jobs:
         print(f"[clipfh]   {j.status:8s} {j.label} -> {', '.join(j.runs)}", flush=True)
-    if todo and not dry_run:
+    if dry_run:
+        print("[clipfh] dry run: nothing was run or written", flush=True)
+        return out, jobs
+    d = invocation_dir(out, inv)
+    if todo:
         logs = d / "sweep_jobs"
         logs.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -275,9 +283,8 @@ def run_sweep(profile: str, grid: dict[str, list], params: Sequence[str] = (), r
         for j in todo:
             print(f"[clipfh]   {j.status:8s} {j.label}" + (f": {j.error}" if j.error else ""), flush=True)
     atomic_write_json(d / "sweep.json", {"grid": grid, "jobs": [asdict(j) for j in jobs]})
-    if not dry_run:
-        from ..report.sweep import write_sweep_report
-        write_sweep_report(out, inv, list(grid))
+    from ..report.sweep import write_sweep_report
+    write_sweep_report(out, inv, list(grid))
     return d, jobs
 
 
