@@ -651,6 +651,22 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     assert (out / "runs" / b / "seed0" / "checkpoint.pt").exists()  # unfinished: kept
 
 
+def test_clean_stops_on_a_manifest_it_cannot_read_and_removes_nothing(world_copy, capsys):
+    out, a = world_copy["out"], world_copy["a"]
+    orphan = out / "runs" / f"{EXP}-0123456789"
+    shutil.copytree(out / "runs" / a, orphan)
+    atomic_write_json(orphan / "run.json", {**read_run(orphan), "name": orphan.name})
+    (manifest,) = [m for m in (out / "invocations").glob("*/manifest.json") if a in m.read_text()]
+    manifest.write_text(manifest.read_text()[:40])  # cut short: whether it refers to A is unknown
+    before = snapshot(out)
+    for extra in ([], ["--remove"]):
+        assert main(["clean", "--run-dir", str(out), *extra]) == 2
+        line = error_line(capsys.readouterr().err)
+        assert f"{manifest}: cannot be read" in line and "nothing was removed" in line, line
+    assert_nothing_lost(before, snapshot(out))
+    assert (out / "runs" / a / "seed0" / "weights.pt").exists() and orphan.exists()
+
+
 # --------------------------------------------------------------------------- kill -9, a subprocess
 
 def test_kill_9_then_resume_reaches_the_same_weights(world, tmp_path, capsys):
