@@ -92,6 +92,26 @@ def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path
             os.unlink(tmp)
 
 
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path`; once the block succeeds it replaces `path` as a
+    whole (files that belong together, such as a set of split lists, are never half replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(tmp.name.removesuffix(".tmp") + ".old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path, len(data)) as tmp:
         tmp.write_bytes(data)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_folder, atomic_write_json
 from ..config import HD_ASPECT, ConfigError, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
 from ..provenance import files_digest
 from .datasets import HandDataset
@@ -201,10 +201,10 @@ def load_hd_protocol(listing: HdListing, splits_root: Path, threshold: int, seed
         have = {}
     same = {k: v for k, v in have.items() if k != "n_splits"} == {k: v for k, v in want.items() if k != "n_splits"}
     if force or not (same and have.get("n_splits", 0) >= n_splits):
-        for old in d.glob("*.csv"):  # a shorter set of splits must not leave stale files behind
-            old.unlink()
-        write_split_files(build_hd_protocol(listing, threshold, seed, n_splits), splits_root)
-        atomic_write_json(d / LISTING_FILE, want)
+        proto = build_hd_protocol(listing, threshold, seed, n_splits)  # a refused threshold touches nothing
+        with atomic_folder(d) as tmp:  # the whole set replaced at once: no stale or missing file
+            write_split_files(proto, splits_root, tmp)
+            atomic_write_json(tmp / LISTING_FILE, want)
         c = want["counts"]
         print(f"[clipfh] HD listing {display_path(listing.root)}: {c['main_ids']} subjects "
               f"({c['main_images']} images) in {listing.main_folder}, {c['extra_ids']} extra subjects "
