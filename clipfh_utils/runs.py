@@ -62,11 +62,21 @@ def run_dir(out: Path, name: str) -> Path:
 
 
 def read_run(path: Path) -> dict | None:
+    """A run's record, or None where there is none. One that cannot be read is an error, never
+    "no run": the caller would otherwise write a fresh record over the training history."""
     f = Path(path) / "run.json"
-    try:
-        return json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError):
+    if not f.exists():
         return None
+    try:
+        record = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        record = e
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        why = type(record).__name__ if isinstance(record, Exception) else "not a run record"
+        raise RunStateError(f"{f}: cannot be read ({why}); the run's weights and metrics are kept and it is "
+                            "not rewritten: restore run.json (from a backup, or the run's metrics/*.json), "
+                            "or move the run folder away to train it again")
+    return record
 
 
 def write_run(path: Path, record: dict) -> None:
@@ -77,9 +87,10 @@ def all_runs(out: Path) -> list[dict]:
     """Every run record under outputs/<profile>/runs, oldest first."""
     records = []
     for d in sorted((Path(out) / RUNS).glob("*/run.json")):
-        rec = read_run(d.parent)
-        if rec is not None:
-            records.append(rec)
+        try:
+            records.append(read_run(d.parent))
+        except RunStateError:  # listed by nothing, removed by nothing; named where the run is used
+            continue
     return sorted(records, key=lambda r: r.get("created", ""))
 
 

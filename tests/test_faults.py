@@ -177,6 +177,14 @@ def _tiny_disk(world, mp):
     mp.setattr("clipfh_utils.atomic.shutil.disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
 
 
+def _cut_run_json(world, mp):
+    """The finished run A's run.json cut short (a full disk on a file server, a bad copy)."""
+    f = world["out"] / "runs" / world["a"] / "run.json"
+    whole = f.read_bytes()
+    f.write_bytes(whole[:50])
+    return lambda: f.write_bytes(whole)
+
+
 SMALL_SYNTH = ["data.synthetic_dir={base}/synth", "data.synthetic.n_train_ids=3", "data.synthetic.n_test_ids=3",
                "data.synthetic.images_per_id=[2, 3]", "data.synthetic.size=[32, 32]"]
 
@@ -252,6 +260,9 @@ CASES = [
           "--resume-from"]),
     Case("--resume, epochs and lr changed", ["-p", f"{EXP}.finetune.lr=0.01", "-p", f"{EXP}.finetune.epochs=40", "--resume"], 2,
          ["finetune.epochs: 2 (now 40)", "finetune.lr: 0.002 (now 0.01)"]),
+    Case("run.json of a finished run cut short", [], 2,
+         ["runs/{a}/run.json: cannot be read (JSONDecodeError)", "weights and metrics are kept", "not rewritten"],
+         setup=_cut_run_json),
     Case("--resume-from a run that is not there", ["--resume-from", f"{EXP}-0000000000"], 2,
          [f"--resume-from {EXP}-0000000000: no such run", "{b}"]),
     Case("--resume-from a finished run without checkpoint", ["--resume-from", "{a}"], 2,
@@ -649,6 +660,14 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     assert not orphan.exists() and not tmp.exists() and not list(cache.iterdir())
     assert not (out / "runs" / a / "seed0" / "checkpoint.pt").exists() and (out / "runs" / a / "seed0" / "weights.pt").exists()
     assert (out / "runs" / b / "seed0" / "checkpoint.pt").exists()  # unfinished: kept
+
+
+def test_load_run_names_an_unreadable_run_json_and_keeps_it(world_copy):
+    f = world_copy["out"] / "runs" / world_copy["a"] / "run.json"
+    f.write_text('{"name": "x", "conf')
+    with pytest.raises(RunStateError, match=r"run.json: cannot be read \(JSONDecodeError\)"):
+        load_run(f.parent, device="cpu")
+    assert f.read_text() == '{"name": "x", "conf'
 
 
 def test_clean_stops_on_a_manifest_it_cannot_read_and_removes_nothing(world_copy, capsys):

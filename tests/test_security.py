@@ -182,3 +182,4 @@ def test_paths_from_names_and_records_stay_inside_their_folder(tmp_path):
     (tmp_path / "out" / "invocations").mkdir(parents=True)
     (tmp_path / "out" / "invocations" / "LATEST").write_text("../../elsewhere\n")
     assert latest_invocation(tmp_path / "out") is None
+

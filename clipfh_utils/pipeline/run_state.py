@@ -158,6 +158,7 @@ def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
     name, identity, source = target_name(out, profile, exp, ds, sources)
     seeds = list(cfg.seeds) if method.trains else []
     rdir = run_dir(out, name)
+    read_run(rdir)  # an unreadable run.json is named now, before anything is written
     if not profile.lock_wait_s:  # else the writer waits for the holder (RunLock)
         check_unlocked(rdir)
     states = {s: seed_state(rdir / f"seed{s}") for s in seeds}
