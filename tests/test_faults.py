@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import nbformat
+import pandas as pd
 import pytest
 import torch
 
@@ -668,6 +669,23 @@ def test_load_run_names_an_unreadable_run_json_and_keeps_it(world_copy):
     with pytest.raises(RunStateError, match=r"run.json: cannot be read \(JSONDecodeError\)"):
         load_run(f.parent, device="cpu")
     assert f.read_text() == '{"name": "x", "conf'
+
+
+def test_a_missing_metrics_file_is_a_row_marked_missing_and_said_on_the_console(world_copy, capsys):
+    from clipfh_utils.report.index import render_index
+    from clipfh_utils.report.results import comparison_table, earlier_runs, invocation_metrics
+    out, a = world_copy["out"], world_copy["a"]
+    (f,) = (out / "runs" / a / "metrics").glob("*.json")
+    f.unlink()
+    assert invocation_metrics(out) == []  # the figures' list: nothing to plot
+    assert f"{f}: metrics file of {a} missing" in capsys.readouterr().err
+    table = comparison_table(invocation_metrics(out, missing=True))
+    (row,) = table.to_dict(orient="records")
+    assert row["run"] == a and row["missing"] == str(f) and row["mAP"] == "missing"
+    assert str(f) in row["model"] and pd.isna(row["mAP_mean"])
+    assert a not in set(earlier_runs(out).get("run", []))  # not passed off as an earlier run
+    page = render_index(out, read_manifest(out, (out / "invocations" / "LATEST").read_text().strip())["id"])
+    assert f"metrics file missing: {f}" in page
 
 
 def test_clean_stops_on_a_manifest_it_cannot_read_and_removes_nothing(world_copy, capsys):
