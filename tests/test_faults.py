@@ -585,6 +585,39 @@ def test_a_writer_may_wait_for_the_holder(tmp_path, capsys):
     holder.release()
 
 
+def test_lock_wait_s_waits_for_the_writer_then_loads_the_run_it_finished(world_copy, capsys):
+    """Another process trains run A right now (its seed has a checkpoint, no weights yet); with
+    lock_wait_s a second run of the same experiment waits, then loads what the first finished."""
+    from clipfh_utils.pipeline.preflight import preflight
+    out, a, b = world_copy["out"], world_copy["a"], world_copy["b"]
+    seed = out / "runs" / a / "seed0"
+    kept = out / "kept"
+    kept.mkdir()
+    for f in ("weights.pt", "summary.json"):
+        shutil.move(seed / f, kept / f)
+    shutil.copy(out / "runs" / b / "seed0" / "checkpoint.pt", seed / "checkpoint.pt")
+    holder = RunLock(seed.parent)
+    holder.acquire()
+
+    def finish():
+        for f in ("weights.pt", "summary.json"):
+            shutil.move(kept / f, seed / f)
+        (seed / "checkpoint.pt").unlink()
+        holder.release()
+    timer = threading.Timer(1.5, finish)
+    try:
+        prof = load_profile("demo", FAST + ["lock_wait_s=60"])
+        preflight(prof, "demo", out)  # not "unfinished, use --resume": it is being written
+        timer.start()
+        (res,) = open_run("demo", out, FAST + ["lock_wait_s=60"]).run_stage("stage2", progress=False)
+    finally:
+        timer.cancel()
+        if (seed / "checkpoint.pt").exists():  # failed before the timer ran: leave no live lock behind
+            finish()
+    assert res.run_name == a and res.trained_seeds == []  # loaded, not trained again
+    assert "waiting up to 60 s" in capsys.readouterr().err
+
+
 def test_a_writer_that_lost_its_lock_stops(tmp_path):
     folder = tmp_path / "runs" / "r"
     lock = RunLock(folder, heartbeat_s=3600)

@@ -301,6 +301,10 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     for n in target.notes:
         note(n)
     with RunLock(target.dir, wait_s=profile.lock_wait_s) as lock:
+        if target.held:  # the other writer is done: what it left decides what happens now
+            target = plan_run(run.run_dir, profile, exp, ds, holding=True)
+            for n in target.notes:
+                note(n)
         return _run_locked(run, exp, ds, clip0, class_ids, target, lock, progress)
 
 
