@@ -127,8 +127,12 @@ def new_invocation(out: Path, info: dict) -> str:
     inv = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     d = invocation_dir(out, inv)
     atomic_write_json(d / "manifest.json", {"id": inv, "started": now(), **info, "entries": {}})
-    atomic_write_text(Path(out) / INVOCATIONS / "LATEST", inv + "\n")
+    set_latest(out, inv)
     return inv
+
+
+def set_latest(out: Path, inv: str) -> None:
+    atomic_write_text(Path(out) / INVOCATIONS / "LATEST", invocation_dir(out, inv).name + "\n")
 
 
 def latest_invocation(out: Path) -> str | None:

@@ -618,6 +618,28 @@ def test_lock_wait_s_waits_for_the_writer_then_loads_the_run_it_finished(world_c
     assert "waiting up to 60 s" in capsys.readouterr().err
 
 
+def test_a_run_that_fails_before_any_notebook_succeeds_does_not_become_the_newest(world_copy, monkeypatch, capsys):
+    from clipfh_utils.runs import latest_invocation, update_manifest
+    out = world_copy["out"]
+    first = latest_invocation(out)
+    runs_ok: list[str] = []
+
+    def notebooks(names, prof, profile_path, params, out_, inv, sockets):
+        status = {n: {"ok": True, "seconds": 1.0} for n in runs_ok}
+        status["01_stage1_zero_shot"] = {"ok": False, "seconds": 1.0, "error": "failed at cell 3 (LockedError: ...)"}
+        update_manifest(out_, inv, notebooks=status)
+        raise runner.PipelineError("notebook 01_stage1_zero_shot failed at cell 3 (LockedError: held)")
+    monkeypatch.setattr(runner, "_run_notebooks", notebooks)
+    argv = ["run", "--profile", "demo", "--run-dir", str(out), *FAST_P]
+    assert main(argv) == 1
+    assert latest_invocation(out) == first and "the newest invocation is " + first in capsys.readouterr().out
+    assert len(list((out / "invocations").glob("*/manifest.json"))) == 2  # its own record stays
+    assert f"Invocation <code>{first}</code>" in (out / "index.html").read_text()
+    runs_ok.append("00_data_filtering")  # one notebook did its work: that run is the newest, failure shown
+    assert main(argv) == 1
+    assert latest_invocation(out) != first
+
+
 def test_a_writer_that_lost_its_lock_stops(tmp_path):
     folder = tmp_path / "runs" / "r"
     lock = RunLock(folder, heartbeat_s=3600)

@@ -38,7 +38,8 @@ from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_c
 from ..provenance import environment
 from ..report.export import NOTEBOOK_ENV
 from ..report.index import write_index
-from ..runs import index_lock, invocation_dir, latest_invocation, new_invocation, read_manifest, update_manifest
+from ..runs import (index_lock, invocation_dir, latest_invocation, new_invocation, read_manifest, set_latest,
+                    update_manifest)
 from .preflight import preflight
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -185,18 +186,39 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     # every config, dataset, weights file and run folder checked before anything is written
     preflight(prof, display_path(profile_path), out, run_states=not only)
     kernel_environment(out)
-    inv = latest_invocation(out) if only else None
-    if inv is None:
+    previous = latest_invocation(out)
+    inv = previous if only else None
+    started = inv is None
+    if started:
         inv = new_invocation(out, {"profile": prof.name, "profile_config": to_dict(prof),
                                    "overrides": params, "environment": environment()})
     print(f"[clipfh] profile {prof.name} · invocation {inv} · output {display_path(out)}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="clipfh-kernels-") as sockets:
             _run_notebooks(names, prof, profile_path, params, out, inv, Path(sockets))
+    except PipelineError:
+        if started and previous:
+            _hand_back_latest(out, inv, previous)
+        raise
     finally:
         os.environ.pop(NOTEBOOK_ENV, None)
     with index_lock(out):
         return write_index(out, inv)
+
+
+def _hand_back_latest(out: Path, inv: str, previous: str) -> None:
+    """An invocation that failed before any notebook of it succeeded (e.g. on a run another job
+    holds) does not stay the newest: the one before it, and its index, are shown again. Its own
+    folder and index keep the failure."""
+    if any(st.get("ok") for st in read_manifest(out, inv).get("notebooks", {}).values()):
+        return
+    with index_lock(out):
+        if latest_invocation(out) != inv:  # a later run started meanwhile: it is the newest
+            return
+        set_latest(out, previous)
+        write_index(out, previous)
+    print(f"[clipfh] invocation {inv} produced nothing; the newest invocation is {previous} again",
+          flush=True)
 
 
 def _run_notebooks(names: list[str], prof, profile_path: Path, params: list[str], out: Path, inv: str,
