@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 PROFILE ?= demo
 # Keep freed feature-map memory in the process instead of returning it to the kernel on every
-# step: on VMs with expensive page faults this makes CPU training 10-50x faster (see README).
+# step: on VMs with expensive page faults this makes CPU training 10-50x faster (see docs/performance.md, CPU note).
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 2000000000
 

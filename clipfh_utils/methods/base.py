@@ -4,7 +4,7 @@ A method is one folder under `methods/` (or any importable module) exposing `MET
 of a `Method` subclass. The pipeline does everything else the same way for every method: it
 loads the backbone, builds the model, hands the plan's phases to the shared `Trainer`, embeds the
 test images with each of the method's embedders and scores them with the one evaluator.
-See README "How to add a method".
+See docs/methods.md "How to add a method".
 """
 from __future__ import annotations
 

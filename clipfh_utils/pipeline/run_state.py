@@ -1,6 +1,6 @@
 """What a `run` may do with the run folder of an experiment: load it, continue it, or refuse.
 
-Rules (README "What happens when things go wrong"):
+Rules (docs/runs-and-faults.md "What happens when things go wrong"):
 - a finished seed (weights.pt + summary.json) is loaded, never trained again;
 - an unfinished seed (checkpoint.pt) is continued only with `--resume` and only when the run's hash
   matches; without `--resume` the run refuses to start and names both ways out (`--resume`, or
