@@ -143,7 +143,11 @@ def _run(a: argparse.Namespace) -> int:
             print(f"split lists written under {ds.splits_root}")
     elif a.cmd == "synth":
         from .data.synthetic import render_images_for_handinfo
-        w, h = (int(v) for v in a.size.lower().split("x"))
+        try:
+            w, h = (int(v) for v in a.size.lower().split("x"))
+        except ValueError:
+            from .config import ConfigError
+            raise ConfigError(f"--size {a.size}: expected WIDTHxHEIGHT in pixels, e.g. 1600x1200") from None
         n = render_images_for_handinfo(a.handinfo, a.out, size=(w, h), limit=a.limit)
         print(f"{n} images written to {a.out}")
     return 0

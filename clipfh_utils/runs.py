@@ -57,6 +57,14 @@ def slug(text: str) -> str:
 
 # --------------------------------------------------------------------------- run folders
 
+def output_folder(out: str | Path) -> Path:
+    """An output folder as given (--run-dir, a profile's output_dir): a folder or not there yet."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunStateError(f"{out}: is a file, not a folder; give an output folder (--run-dir)")
+    return out
+
+
 def run_dir(out: Path, name: str) -> Path:
     return inside(out, RUNS, name) if name else Path(out) / RUNS
 
@@ -150,8 +158,20 @@ def invocation_dir(out: Path, inv: str) -> Path:
     return inside(out, INVOCATIONS, inv)
 
 
+def _load_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = e
+    if not isinstance(manifest, dict):
+        why = type(manifest).__name__ if isinstance(manifest, Exception) else "not a manifest"
+        raise RunStateError(f"{path}: cannot be read ({why}); this invocation's record is damaged: start a "
+                            "new invocation (a plain `run`, without --only), or delete that invocation folder")
+    return manifest
+
+
 def read_manifest(out: Path, inv: str) -> dict:
-    return json.loads((invocation_dir(out, inv) / "manifest.json").read_text())
+    return _load_manifest(invocation_dir(out, inv) / "manifest.json")
 
 
 def _manifest_lock(out: Path) -> contextlib.AbstractContextManager:
@@ -163,7 +183,7 @@ def record_entry(out: Path, inv: str, key: str, entry: dict, section: str = "ent
     `section`: "entries" (the experiments' own evaluations) or "transfers" (cross-dataset ones)."""
     path = invocation_dir(out, inv) / "manifest.json"
     with _manifest_lock(out):
-        manifest = json.loads(path.read_text())
+        manifest = _load_manifest(path)
         manifest.setdefault(section, {})[key] = entry
         atomic_write_json(path, manifest)
 
@@ -171,7 +191,7 @@ def record_entry(out: Path, inv: str, key: str, entry: dict, section: str = "ent
 def update_manifest(out: Path, inv: str, **fields: Any) -> None:
     path = invocation_dir(out, inv) / "manifest.json"
     with _manifest_lock(out):
-        manifest = json.loads(path.read_text())
+        manifest = _load_manifest(path)
         manifest.update(fields)
         atomic_write_json(path, manifest)
 

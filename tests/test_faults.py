@@ -186,6 +186,17 @@ def _cut_run_json(world, mp):
     return lambda: f.write_bytes(whole)
 
 
+def _cut_manifest(world, mp):
+    (f,) = (world["out"] / "invocations").glob("*/manifest.json")
+    whole = f.read_bytes()
+    f.write_bytes(whole[:40])
+    return lambda: f.write_bytes(whole)
+
+
+def _no_slurm(world, mp):
+    mp.setattr("clipfh_utils.pipeline.sweep.shutil.which", lambda name: None)
+
+
 SMALL_SYNTH = ["data.synthetic_dir={base}/synth", "data.synthetic.n_train_ids=3", "data.synthetic.n_test_ids=3",
                "data.synthetic.images_per_id=[2, 3]", "data.synthetic.size=[32, 32]"]
 
@@ -294,6 +305,19 @@ CASES = [
          ["latin1.csv row 2: byte 0xe4 at column", "not UTF-8"], full_argv=True, roots=("splits",)),
     Case("HandInfo.csv missing", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/none.csv"], 2,
          ["none.csv: file not found"], full_argv=True, roots=("splits",)),
+    # ---- raw exceptions that became one-line errors
+    Case("device=gpu", ["-p", "device=gpu"], 2, ["device 'gpu': not a device", "cpu, cuda or cuda:<index>"]),
+    Case("bench --device gpu", ["bench", "--device", "gpu", "--steps", "1"], 2, ["device 'gpu': not a device"],
+         full_argv=True),
+    Case("run folder is a file", ["run", "--profile", "demo", "--run-dir", "{inputs}/garbage.pt", *FAST_P], 2,
+         ["garbage.pt: is a file, not a folder"], full_argv=True),
+    Case("synth --size 10", ["synth", "--out", "{base}/synth_out", "--size", "10"], 2,
+         ["--size 10: expected WIDTHxHEIGHT"], full_argv=True),
+    Case("manifest cut short, --only", ["--only", "04_comparison"], 2,
+         ["manifest.json: cannot be read (JSONDecodeError)", "start a new invocation"], setup=_cut_manifest),
+    Case("Slurm executor without Slurm", ["sweep", "--profile", "demo", "--run-dir", "{out}", *FAST_P, "--grid",
+                                          f"{EXP}.finetune.lr=[0.1]", "--executor", "slurm"], 2,
+         ["--executor slurm: Slurm is not available here"], setup=_no_slurm, full_argv=True),
     Case("--resume with --retrain", ["--resume", "--retrain"], 2, ["retrain: cannot be combined with resume"]),
     Case("unknown notebook", ["--only", "99_nope"], 1, ["unknown notebook(s) 99_nope"]),
 ]
@@ -741,6 +765,27 @@ def test_a_missing_metrics_file_is_a_row_marked_missing_and_said_on_the_console(
     assert a not in set(earlier_runs(out).get("run", []))  # not passed off as an earlier run
     page = render_index(out, read_manifest(out, (out / "invocations" / "LATEST").read_text().strip())["id"])
     assert f"metrics file missing: {f}" in page
+
+
+def test_load_run_names_a_backbone_change_and_the_seeds_that_really_finished(world_copy):
+    out, a, b = world_copy["out"], world_copy["a"], world_copy["b"]
+    with pytest.raises(FileNotFoundError, match=r"seed 0 of this run has not finished training \(finished seeds: none\)"):
+        load_run(out / "runs" / b, device="cpu")
+    f = out / "runs" / a / "run.json"
+    rec = json.loads(f.read_text())
+    rec["config"]["backbone"]["name"] = "tiny-rn"  # edited by hand after training
+    f.write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match=r"weights.pt: its 'model' state does not fit the model .*run.json edited"):
+        load_run(f.parent, device="cpu")
+
+
+def test_a_failed_local_job_names_its_error_not_only_its_log():
+    from clipfh_utils.pipeline.sweep import error_line
+    text = ("Traceback (most recent call last):\n  File x\nclipfh_utils.training.loop.NonFiniteLossError: "
+            "non-finite loss in phase 'finetune'\n\nYou can check full logs with 'job.stderr(0)' at paths:\n"
+            "  - /tmp/logs/123_0_log.err\n")
+    assert error_line(text) == "clipfh_utils.training.loop.NonFiniteLossError: non-finite loss in phase 'finetune'"
+    assert error_line("just a line\nlast line") == "last line"
 
 
 def test_clean_stops_on_a_manifest_it_cannot_read_and_removes_nothing(world_copy, capsys):

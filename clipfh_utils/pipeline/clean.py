@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..locks import LOCK_FILE, STALE_S, read_lock, staleness
-from ..runs import INVOCATIONS, RunStateError, all_runs, folder_size, run_dir
+from ..runs import INVOCATIONS, RunStateError, all_runs, folder_size, output_folder, run_dir
 from ..training.loop import Trainer, is_finished
 
 
@@ -61,7 +61,7 @@ def _old_temps(folder: Path) -> list[Removable]:
 
 def removable(out: Path, cache_dir: Path | None = None) -> tuple[list[Removable], list[str]]:
     """What can be removed under `out` (and the decode caches in `cache_dir`), and what is kept, why."""
-    out = Path(out)
+    out = output_folder(out)
     items: list[Removable] = []
     kept: list[str] = []
     used = _referenced_runs(out)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import require_free_space
+from ..backbones.loading import resolve_device
 from ..config import Profile
 from ..console import note
 from ..data.datasets import prepare_dataset
@@ -27,6 +28,7 @@ def preflight(prof: Profile, profile_source: str, out: Path, *, run_states: bool
     """Raise the first problem found (ConfigError, HandInfoError, RunStateError, LockedError,
     DiskFullError, ...); print notes. `run_states=False` checks the configs and metadata only
     (`--only` runs, which may not touch every experiment)."""
+    resolve_device(prof.device)
     exps = resolve_experiments(prof, profile_source)
     datasets = [prepare_dataset(prof.data, ref, prof.protocol) for ref in prof.datasets]
     if not run_states:

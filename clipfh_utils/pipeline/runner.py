@@ -38,8 +38,8 @@ from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_c
 from ..provenance import environment
 from ..report.export import NOTEBOOK_ENV
 from ..report.index import write_index
-from ..runs import (index_lock, invocation_dir, latest_invocation, new_invocation, read_manifest, set_latest,
-                    update_manifest)
+from ..runs import (index_lock, invocation_dir, latest_invocation, new_invocation, output_folder, read_manifest,
+                    set_latest, update_manifest)
 from .preflight import preflight
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -177,16 +177,18 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     params = list(params or [])
     prof = load_profile(profile, params)
     profile_path = resolve_config_path(profile, "profiles").resolve()
-    out = (Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve()
+    out = output_folder((Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve())
     names = only or prof.notebooks
     unknown = [n for n in names if not (NOTEBOOK_DIR / f"{n}.ipynb").exists()]
     if unknown:
         have = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
         raise PipelineError(f"unknown notebook(s) {', '.join(unknown)}; available: {', '.join(have)}")
+    previous = latest_invocation(out)
+    if only and previous:
+        read_manifest(out, previous)  # the invocation --only adds to must be readable: named now
     # every config, dataset, weights file and run folder checked before anything is written
     preflight(prof, display_path(profile_path), out, run_states=not only)
     kernel_environment(out)
-    previous = latest_invocation(out)
     inv = previous if only else None
     started = inv is None
     if started:

@@ -23,6 +23,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -36,7 +38,7 @@ import yaml
 from ..atomic import atomic_write_json
 from ..config import (ConfigError, display_path, load_profile, load_yaml, parse_override, repo_path,
                       resolve_config_path)
-from ..runs import RUNS, invocation_dir, new_invocation, read_run, record_entry, relpath, slug
+from ..runs import RUNS, invocation_dir, new_invocation, output_folder, read_run, record_entry, relpath, slug
 from ..training.loop import is_finished
 from .context import open_run
 from .experiments import entry_key, experiment_run_name, metrics_files, resolve_experiments
@@ -121,7 +123,7 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
             raise ConfigError(f"the grid keys {', '.join(v)} change no experiment of profile {prof.name}")
         resolved.append((v, list(params) + swept, chosen, prof))
     prof = resolved[0][3]
-    out = (Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve()
+    out = output_folder((Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve())
     inv = "" if dry_run else new_invocation(out, {"profile": prof.name, "overrides": list(params),
                                                   "sweep": {"grid": grid, "experiments": list(experiments or [])}})
     jobs = []
@@ -234,14 +236,28 @@ def _run_submitit(jobs: list[SweepJob], executor: str, logs: Path, partition: st
             handle.result()
             job.status = "done"
         except Exception as e:  # one failed job does not stop the others
-            text = str(e).strip()
-            job.status, job.error = "failed", (text.splitlines()[-1][:300] if text else type(e).__name__)
+            job.status, job.error = "failed", error_line(_job_stderr(handle) or str(e)) or type(e).__name__
 
 
 def _slug(text: str) -> str:
     """A job's file name: runs.slug, kept short; a long label keeps a digest so names stay distinct."""
     s = slug(text)
     return s if len(s) <= 120 else f"{s[:111]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _job_stderr(handle: Any) -> str:
+    try:
+        return handle.stderr() or ""
+    except Exception:  # no log (the job never started): the exception's text is all there is
+        return ""
+
+
+def error_line(text: str) -> str:
+    """The last 'SomeError: message' line of a job's output (submitit's own message ends with log
+    paths, which say where to look but not what went wrong), else its last line."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    errors = [x for x in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b.*:", x)]
+    return (errors or lines or [""])[-1][:300]
 
 
 def _last_line(path: Path) -> str:
@@ -255,6 +271,9 @@ def run_sweep(profile: str, grid: dict[str, list], params: Sequence[str] = (), r
               time_min: int = 240, dry_run: bool = False) -> tuple[Path, list[SweepJob]]:
     """Plan, dispatch, gather; returns the sweep's invocation folder and its jobs with their status
     (a dry run: the output folder, in which it wrote nothing, and the jobs it would run)."""
+    if executor == "slurm" and not dry_run and shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm: Slurm is not available here (no sbatch on PATH); run on a "
+                          "Slurm login node, or use --executor processes (or local)")
     out, inv, jobs = plan_sweep(profile, params, grid, run_dir, experiments, dry_run)
     todo = [j for j in jobs if j.status == "pending"]
     print(f"[clipfh] sweep {inv or '(dry run)'}: {len(jobs)} job(s), {len(jobs) - len(todo)} already finished",

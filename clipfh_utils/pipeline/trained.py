@@ -66,8 +66,9 @@ class TrainedModel:
         if self.method.trains:
             seed_dir = path / f"seed{self.seed}"
             if not is_finished(seed_dir):
-                raise FileNotFoundError(f"{seed_dir}: seed {self.seed} of this run has not finished "
-                                        f"training (finished seeds: {seeds})")
+                done = [s for s in seeds if is_finished(path / f"seed{s}")]
+                raise FileNotFoundError(f"{seed_dir}: seed {self.seed} of this run has not finished training "
+                                        f"(finished seeds: {done or 'none'}); continue it with --resume")
             load_weights(seed_dir, {"model": self.method.model_state(self.cfg, self.model)})
         self.model.eval()
         embedders = self.method.embedders(self.cfg, self.model)

@@ -314,7 +314,12 @@ def load_weights(seed_dir: str | Path, state: Mapping[str, Any]) -> dict:
         if name not in saved["states"]:
             raise CheckpointError(f"{path}: holds no '{name}' state (it has {sorted(saved['states'])}); "
                                   "not the weights of this run: delete the seed folder to train it again")
-        obj.load_state_dict(saved["states"][name])
+        try:
+            obj.load_state_dict(saved["states"][name])
+        except (RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"{path}: its '{name}' state does not fit the model as configured now "
+                                  f"({first[:200]}); was run.json edited after training? restore it") from None
     return json.loads((Path(seed_dir) / Trainer.SUMMARY).read_text())
 
 
