@@ -318,6 +318,9 @@ CASES = [
     Case("Slurm executor without Slurm", ["sweep", "--profile", "demo", "--run-dir", "{out}", *FAST_P, "--grid",
                                           f"{EXP}.finetune.lr=[0.1]", "--executor", "slurm"], 2,
          ["--executor slurm: Slurm is not available here"], setup=_no_slurm, full_argv=True),
+    Case("--only: the selected notebook's backbone is checked first", ["--only", "02_stage2_clip_reid", "-p",
+                                                                         f"{EXP}.backbone.weights={{inputs}}/garbage.pt"], 2,
+         ["garbage.pt: not a readable weights file"]),
     Case("--resume with --retrain", ["--resume", "--retrain"], 2, ["retrain: cannot be combined with resume"]),
     Case("unknown notebook", ["--only", "99_nope"], 1, ["unknown notebook(s) 99_nope"]),
 ]

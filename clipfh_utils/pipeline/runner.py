@@ -187,7 +187,7 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     if only and previous:
         read_manifest(out, previous)  # the invocation --only adds to must be readable: named now
     # every config, dataset, weights file and run folder checked before anything is written
-    preflight(prof, display_path(profile_path), out, run_states=not only)
+    preflight(prof, display_path(profile_path), out, only=only)
     kernel_environment(out)
     inv = previous if only else None
     started = inv is None
