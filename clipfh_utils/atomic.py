@@ -53,6 +53,16 @@ def free_bytes(folder: str | Path) -> int:
     return shutil.disk_usage(p).free
 
 
+def disk_full(path: str | Path, size_hint: int | None = None, kept: str = "what was written before is kept"
+              ) -> DiskFullError:
+    """The one-line error for a disk that filled up while writing `path`: folder, space, what to do."""
+    path = Path(path)
+    need = f"needs about {size_text(size_hint)}, " if size_hint else ""
+    return DiskFullError(f"{path.parent}: disk full while writing {path.name} ({need}"
+                         f"{size_text(free_bytes(path.parent))} free); {kept}: free space there "
+                         "(`python -m clipfh_utils clean`) or write elsewhere (--run-dir)")
+
+
 def require_free_space(folder: str | Path, needed: int, what: str) -> None:
     """Stop before work starts when its outputs cannot fit on the disk."""
     free = free_bytes(folder)
@@ -82,11 +92,7 @@ def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path
         full = getattr(e, "errno", None) == errno.ENOSPC or bool(size_hint and free_bytes(path.parent) < size_hint)
         if not full or isinstance(e, DiskFullError):
             raise
-        need = f"needs about {size_text(size_hint)}, " if size_hint else ""
-        raise DiskFullError(f"{path.parent}: disk full while writing {path.name} ({need}"
-                            f"{size_text(free_bytes(path.parent))} free); the previous {path.name}, if "
-                            "any, is intact: free space there (`python -m clipfh_utils clean`) or write "
-                            "elsewhere (--run-dir)") from None
+        raise disk_full(path, size_hint, f"the previous {path.name}, if any, is intact") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -511,6 +511,22 @@ def test_full_disk_while_writing_the_manifest_keeps_the_previous_one(world_copy,
     assert manifest.read_bytes() == before and not list(manifest.parent.glob(".*.tmp"))
 
 
+def test_full_disk_while_logging_an_epoch_is_one_line_naming_the_folder(world_copy, monkeypatch):
+    out, b = world_copy["out"], world_copy["b"]
+    real = open
+
+    def full_disk(path, mode="r", *a, **k):
+        if str(path).endswith(".jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode, *a, **k)
+    monkeypatch.setattr(loop_module, "open", full_disk, raising=False)
+    with pytest.raises(DiskFullError) as e:
+        open_run("demo", out, FAST + [f"{EXP}.finetune.lr=0.002", "resume=true"]).run_stage("stage2", progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{out / 'runs' / b / 'seed0'}: disk full while writing log.jsonl") and "\n" not in msg
+    assert "free space there" in msg and "Errno" not in msg
+
+
 def test_foreseen_full_disk_names_folder_and_space():
     with pytest.raises(DiskFullError) as e:
         require_free_space(Path("/"), 1 << 60, "a test")

@@ -23,6 +23,7 @@ fails in seconds, not after an hour of training, and leaves the output folder un
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import uuid
 from pathlib import Path
 
 from .. import runlog
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, disk_full
 from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_config_path, to_dict
 from ..provenance import environment
 from ..report.export import NOTEBOOK_ENV
@@ -262,6 +263,8 @@ def _run_notebooks(names: list[str], prof, profile_path: Path, params: list[str]
                     bad_input = e.ename in {c.__name__ for c in bad_input_errors()}
                 elif type(e).__name__ == "DeadKernelError":
                     what = "lost its kernel (killed: most likely out of memory)"
+                elif getattr(e, "errno", None) == errno.ENOSPC:
+                    what = f"stopped: {disk_full(tmp)}"
                 else:
                     what = f"failed ({type(e).__name__}: {e})"
                 status[name] = {"ok": False, "seconds": time.perf_counter() - t0, "error": what}

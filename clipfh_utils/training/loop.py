@@ -18,6 +18,7 @@ the NaN check), so no step waits for the GPU.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import time
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..atomic import atomic_path, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json, disk_full
 from ..backbones.features import autocast_for
 from ..runlog import duration, run_logger
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -98,8 +99,14 @@ class JsonlLog:
             tmp.write_text("".join(k + "\n" for k in kept))
 
     def write(self, records: list[dict]) -> None:
-        with open(self.path, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        try:
+            with open(self.path, "a") as f:
+                f.write(text)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise disk_full(self.path, len(text), "the last checkpoint is kept (--resume continues)") from None
 
 
 @dataclass
