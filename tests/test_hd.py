@@ -262,3 +262,20 @@ def test_a_refused_threshold_or_an_interrupted_write_leaves_the_split_lists_whol
     monkeypatch.undo()
     assert load_hd_protocol(listing, root, T, 0, 2).n_splits == 2  # the next valid run reads them
     assert files() == before
+
+
+def test_notebook_00_shows_an_hd_only_profiles_listing_and_counts(tmp_path):
+    import json
+    from clipfh_utils.pipeline.runner import run_pipeline
+    out = tmp_path / "out"
+    run_pipeline("demo", only=["00_data_filtering"], run_dir=out, params=[
+        "datasets=[{dataset: hd-synthetic}]", f"data.synthetic_dir={tmp_path / 's'}", "data.hd_id_threshold=6",
+        "data.synthetic_hd={n_ids: 10, n_extra_ids: 3, size: [48, 36]}", "protocol.n_splits=2"])
+    (inv,) = [d for d in (out / "invocations").iterdir() if d.is_dir()]
+    counts = (inv / "tables" / "00_data_filtering" / "aspect_counts.csv").read_text().splitlines()
+    assert counts[0].startswith("aspect,images,with_accessories,kept,ids,id_threshold,train_ids,test_ids")
+    assert counts[1].startswith("dorsal,") and ",10,6,6,4,3," in counts[1]  # 10 subjects, ids <= 6 train
+    hd = (inv / "tables" / "00_data_filtering" / "hd_counts.csv").read_text()
+    assert "hd-synthetic/dorsal" in hd
+    status = json.loads((inv / "manifest.json").read_text())["notebooks"]["00_data_filtering"]
+    assert status["ok"] is True

@@ -19,7 +19,8 @@ from ..console import note
 from ..provenance import file_sha256, files_digest
 from .handinfo import ASPECTS, HandInfoError, HandRecord, aspect_slug, handinfo_checksum, load_handinfo
 from .image_cache import check_images, load_images
-from .protocol import Protocol, SplitRow, build_protocol, read_split_files, split_dir, write_split_files
+from .protocol import (Protocol, SplitRow, aspect_counts, build_protocol, read_split_files, split_dir,
+                       write_split_files)
 
 
 @dataclass
@@ -52,6 +53,10 @@ class HandDataset:
 
     def records(self) -> list[HandRecord]:
         return load_handinfo(self.handinfo, check_sha256=False)  # checked by prepare_dataset
+
+    def aspect_counts(self) -> list[dict]:
+        """Images, accessories filtered out, identities per aspect (notebook 00's table)."""
+        return aspect_counts(self.records())
 
     def protocol(self) -> Protocol:
         """The protocol as written in the split files (created first if they do not exist yet)."""

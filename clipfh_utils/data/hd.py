@@ -244,6 +244,14 @@ class HdDataset(HandDataset):
         return {HD_ASPECT: load_hd_protocol(self.listing, self.splits_root, self.id_threshold, seed, n_splits,
                                             force=True)}
 
+    def aspect_counts(self) -> list[dict]:
+        """HD's one aspect in the columns of the 11k table: no accessories filter (none removed),
+        the subjects split by the threshold; the extra subjects (distractors) beside them."""
+        c = self.listing.counts(self.id_threshold)
+        return [{"aspect": HD_ASPECT, "images": c["main_images"], "with_accessories": 0, "kept": c["main_images"],
+                 "ids": c["main_ids"], "id_threshold": self.id_threshold, "train_ids": c["train_ids"],
+                 "test_ids": c["test_ids"], "extra_ids": c["extra_ids"], "extra_images": c["extra_images"]}]
+
     def counts(self) -> dict[str, int]:
         """Subjects and images found in the folder, split by the threshold (recorded with the lists)."""
         return {"hd_id_threshold": self.id_threshold, **self.listing.counts(self.id_threshold)}
