@@ -2,7 +2,8 @@
 
 Stage 2: one CLIP-ReID fine-tuning step exactly as training runs it (the method's own phase:
 device augmentation of uint8 images, forward, BNNeck + classifiers, ID + triplet + i2t losses,
-backward, fused Adam; the loop's own `optimizer_step`). Stage 3: one PromptSG step the same way
+backward, fused Adam; the loop's own `phase_step`), the model built as every run builds it
+(`build_seed_model`). Stage 3: one PromptSG step the same way
 (augmentation, image encoder, inversion network, composed prompt through the frozen text tower,
 interaction module, ID + triplet + SupCon, backward, Adam), then both inference modes (composed
 prompt, fixed prompt) as the evaluation runs them. Stage 1: feature extraction
@@ -12,7 +13,6 @@ once per process, not once per seed.
 """
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable
 
@@ -21,16 +21,10 @@ import torch
 from .backbones.features import autocast_for, normalize
 from .backbones.loading import ClipModel, load_clip, resolve_device
 from .config import build
-from .methods import BuildContext
-from .methods.clip_reid.config import ClipReidCfg
-from .methods.clip_reid.model import ClipReid
-from .methods.clip_reid.train import finetune_phase
-from .methods.promptsg import METHOD as PROMPTSG
-from .methods.promptsg.config import PromptSGCfg
-from .methods.promptsg.train import train_phase as promptsg_phase
+from .methods import get_method
+from .pipeline.seed_model import build_seed_model, seed_context
 from .training.data import TrainData
-from .training.loop import Phase, optimizer_step
-from .training.sampler import PKSampler
+from .training.loop import phase_step
 
 
 def _sync(dev: torch.device) -> None:
@@ -55,23 +49,6 @@ def _timed(step: Callable[[int], None], warmup: int, steps: int, batch: int, dev
     sec = time.perf_counter() - t0
     return {"images_per_s": steps * batch / sec, "warmup_s": warm_s,
             "peak_mem_gib": (torch.cuda.max_memory_allocated(dev) / 2**30) if dev.type == "cuda" else None}
-
-
-def _train_step(phase: Phase, dev: torch.device, amp: bool, compile: bool, compile_mode: str,
-                compile_optimizer: bool = False) -> Callable[[int], None]:
-    """One training step of `phase` exactly as the loop runs it."""
-    loss_fn = torch.compile(phase.loss, mode=compile_mode) if compile else phase.loss
-    if phase.loss_args:
-        loss_fn = functools.partial(loss_fn, *phase.loss_args)
-    opt_step = torch.compile(phase.optimizer.step) if compile and compile_optimizer else None
-    if phase.start is not None:
-        phase.start()
-    batch_idx = phase.batches()
-
-    def step(i: int) -> None:
-        optimizer_step(loss_fn, phase.optimizer, phase.inputs(batch_idx[i % len(batch_idx)]),
-                       phase.terms, dev, amp, opt_step)
-    return step
 
 
 def _embed_step(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, clip: ClipModel,
@@ -107,38 +84,40 @@ def bench(stage: int = 2, backbone: str = "ViT-B-16", batch: int = 64, steps: in
     k = 4
     state: dict = {}
 
+    method = get_method({1: "zero_shot", 2: "clip_reid", 3: "promptsg"}[stage])
+    section = {2: "finetune", 3: "optim"}.get(stage)
+    cfg = build(method.config_cls, {
+        "name": "bench", "method": method.name, "amp": amp, "compile": compile, "compile_mode": compile_mode,
+        "compile_optimizer": compile_optimizer, "channels_last": channels_last,
+        "backbone": {"name": backbone, "weights": None, "last_stride": last_stride},
+        "image_size": [image_size, image_size], **({section: {"p": batch // k, "k": k}} if section else {})}, "bench")
+
     def make_step(seed: int) -> Callable[[int], None]:
         """A fresh backbone (and model, phase) for `seed`, as each seed of a run builds them."""
         clip = load_clip(backbone, None, dev, (image_size, image_size), seed=seed, last_stride=last_stride)
-        if channels_last and clip.kind == "rn" and dev.type == "cuda":
-            clip.model.visual.to(memory_format=torch.channels_last)
-        state["clip"] = clip
+        ctx = seed_context(cfg, dev, seed, clip, method)
+        model = build_seed_model(method, cfg, ctx, n_classes, train=stage != 1)
+        state.update(clip=ctx.clip, model=model)
         if stage == 1:
-            encode = torch.compile(clip.model.encode_image) if compile else clip.model.encode_image
-            return _embed_step(encode, images, clip, batch, dev, amp)
-        ctx = BuildContext(clip, dev, seed, torch.Generator(device=dev).manual_seed(seed), amp)
-        sampler = PKSampler(labels.cpu().tolist(), batch // k, k, seed)
-        torch.manual_seed(seed)
-        common = {"name": "bench", "amp": amp, "compile": compile, "compile_mode": compile_mode}
-        if stage == 2:
-            cfg = build(ClipReidCfg, {**common, "finetune": {"p": batch // k, "k": k}}, "bench")
-            model = ClipReid(cfg, clip, n_classes)
-            phase = finetune_phase(cfg, model, data, ctx, sampler)
-            model.image.train()
-        else:
-            cfg = build(PromptSGCfg, {**common, "optim": {"p": batch // k, "k": k}}, "bench")
-            model = PROMPTSG.build(cfg, ctx, n_classes)
-            phase = promptsg_phase(cfg, model, data, ctx, sampler)
-            model.train()
-        state.update(cfg=cfg, model=model)
-        return _train_step(phase, dev, amp, compile, compile_mode, compile_optimizer)
+            (encode,) = method.embedders(cfg, model).values()
+            return _embed_step(torch.compile(encode) if compile else encode, images, ctx.clip, batch, dev, amp)
+        phase = list(method.plan(cfg, model, data, ctx).phases)[-1]  # CLIP-ReID: fine-tuning, after the prompts
+        if phase.start is not None:
+            phase.start()
+        phase.set_modes()
+        train_step = phase_step(phase, dev, amp, compile_mode, compile_optimizer)
+        batch_idx = phase.batches()
+
+        def step(i: int) -> None:
+            train_step(phase.inputs(batch_idx[i % len(batch_idx)]))
+        return step
 
     res = _timed(make_step(0), warmup, steps, batch, dev)
     inference = {}
     if stage == 3:
-        model, cfg, clip = state["model"], state["cfg"], state["clip"]
+        model, clip = state["model"], state["clip"]
         model.eval()
-        for mode, fn in PROMPTSG.embedders(cfg, model).items():
+        for mode, fn in method.embedders(cfg, model).items():
             inference[mode] = _timed(_embed_step(fn, images, clip, infer_batch, dev, amp), warmup, steps,
                                      infer_batch, dev)
     later = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,7 +133,8 @@ def _run(a: argparse.Namespace) -> int:
                   f"{x['first_steps_img_s']:.0f} img/s over its first {a.steps} steps")
     elif a.cmd == "splits":
         from .config import load_profile
-        from .data.datasets import prepare_dataset, write_all_splits
+        from .data.datasets import write_all_splits
+        from .data.prepare import prepare_dataset
         prof = load_profile(a.profile, a.param)
         for ref in prof.datasets:
             ds = prepare_dataset(prof.data, ref, prof.protocol)
@@ -155,10 +155,11 @@ def _run(a: argparse.Namespace) -> int:
 
 def _clean(a: argparse.Namespace) -> None:
     from .config import load_profile, repo_path
+    from .runs import output_dir
     from .console import size_text
     from .pipeline.clean import removable, remove
     prof = load_profile(a.profile, a.param)
-    out = Path(a.run_dir) if a.run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")
+    out = output_dir(prof, a.run_dir)
     items, kept = removable(out, repo_path(prof.data.cache_dir))
     for item in items:
         print(f"{size_text(item.size):>10}  {item.kind}: {item.path}")

@@ -6,6 +6,7 @@ outputs/<profile>/
     lock.json                          while a process writes the run (clipfh_utils.locks)
     seed<k>/                           checkpoint.pt while training; weights.pt, summary.json, logs
     metrics/<dataset>__<mode>__<eval>.json (+ .csv per split, .per_query.csv.gz)
+    metrics/transfer__<dataset>__<mode>__<eval>.json   the run tested on another dataset
   invocations/<id>/manifest.json       which runs and metrics files one `run` invocation produced
   invocations/LATEST                   the id of the newest invocation
 
@@ -14,6 +15,10 @@ A run is named `<experiment>-<hash>`; the hash covers everything that changes th
 seed; HandInfo.csv and training-image digests; the weights file's digest). Re-running an unchanged
 experiment finds its run and loads it; an ablation gets its own hash and never overwrites its
 baseline; changing `n_splits` or `flip_test` only re-evaluates.
+
+This module is the one place that composes these names (a test holds that): the identity and the
+run name, run and seed folders, metrics file names and the manifest's entry keys, and the metrics
+payload every writer stores (`metrics_payload`).
 """
 from __future__ import annotations
 
@@ -22,13 +27,15 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_json, atomic_write_text, inside
-from .config import name_problem
+from .config import identity_dict, name_problem, repo_path, to_dict
 from .locks import short_lock
+from .provenance import environment
 
 RUNS, INVOCATIONS = "runs", "invocations"
 
@@ -47,11 +54,26 @@ def run_name(experiment: str, identity: dict) -> str:
     return f"{experiment}-{identity_hash(identity)}"
 
 
+def run_identity(exp, ds) -> dict:
+    """Everything that changes the trained weights of experiment `exp` on dataset `ds` (the
+    module docstring says what); loads no model."""
+    cfg = identity_dict(exp.cfg)
+    cfg.pop("name", None)
+    sha = exp.method.weights_sha256(exp.cfg)
+    return {"method": exp.method.name, "config": cfg, "data": ds.identity(),
+            "weights_sha256": sha or "random init (seed 0)"}
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def slug(text: str) -> str:
+def slug(text: str, compact: bool = False) -> str:
+    """A file-name part from `text`: every character but [A-Za-z0-9-_.] becomes '_' (metrics
+    files, sweep jobs). `compact` (figures, tables): lower case, [a-z0-9_] only, runs of other
+    characters one '_', at most 80 characters, "figure" if nothing is left."""
+    if compact:
+        return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:80] or "figure"
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
@@ -67,6 +89,15 @@ def output_folder(out: str | Path) -> Path:
 
 def run_dir(out: Path, name: str) -> Path:
     return inside(out, RUNS, name) if name else Path(out) / RUNS
+
+
+def seed_dir(rdir: Path, seed: int) -> Path:
+    return Path(rdir) / f"seed{seed}"
+
+
+def output_dir(profile, run_dir: str | Path = "") -> Path:
+    """A profile's output folder: `run_dir` if given, else its `output_dir`, else outputs/<profile>."""
+    return output_folder(Path(run_dir) if run_dir else repo_path(profile.output_dir or f"outputs/{profile.name}"))
 
 
 def read_run(path: Path) -> dict | None:
@@ -198,3 +229,70 @@ def update_manifest(out: Path, inv: str, **fields: Any) -> None:
 
 def relpath(path: Path, out: Path) -> str:
     return os.path.relpath(Path(path), Path(out))
+
+
+# --------------------------------------------------------------------------- metrics files
+
+METRICS = "metrics"
+TRANSFER_PREFIX = "transfer__"
+
+
+def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
+    """'synthetic-dorsal_right__default__n10': what was evaluated, and how."""
+    return f"{slug(dataset_key.replace('/', '-'))}__{mode or 'default'}__n{n_splits}" + ("_flip" if flip else "")
+
+
+def metrics_path(rdir: Path, dataset_key: str, mode: str, n_splits: int, flip: bool,
+                 transfer: bool = False) -> Path:
+    """The metrics file of one (dataset, mode, evaluation settings) in run folder `rdir`."""
+    stem = metrics_stem(dataset_key, mode, n_splits, flip)
+    return Path(rdir) / METRICS / f"{TRANSFER_PREFIX if transfer else ''}{stem}.json"
+
+
+def metrics_files(rdir: Path, dataset_key: str, n_splits: int, flip: bool) -> list[Path]:
+    """The metrics files of a run for one dataset and evaluation settings (one per inference mode)."""
+    pattern = metrics_stem(dataset_key, "*", n_splits, flip) + ".json"
+    return sorted((Path(rdir) / METRICS).glob(pattern))
+
+
+def split_csv_path(metrics_file: str | Path) -> Path:
+    """The per-split rows beside a metrics file."""
+    return Path(metrics_file).with_suffix(".csv")
+
+
+def per_query_path(metrics_file: str | Path) -> Path:
+    """The per-query results beside a metrics file (written and read through this one rule)."""
+    p = Path(metrics_file)
+    return p.with_name(p.stem + ".per_query.csv.gz")
+
+
+def entry_key(experiment: str, mode: str, dataset_key: str, variant: str = "") -> str:
+    """An invocation's manifest holds one entry per key: re-running replaces, a sweep variant adds."""
+    return f"{experiment}{'@' + mode if mode else ''}|{dataset_key}" + (f"|{variant}" if variant else "")
+
+
+def transfer_key(experiment: str, mode: str, train_dataset: str | None, test_dataset: str) -> str:
+    """The manifest key of a transfer evaluation (a zero-shot model trained on nothing)."""
+    return f"{experiment}{'@' + mode if mode else ''}|{train_dataset or 'zero-shot'}->{test_dataset}"
+
+
+def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *, method_title: str,
+                    trains: bool, device: str, profile: str, invocation: str, seeds: list[int],
+                    **extra: Any) -> dict:
+    """What every metrics file records about its numbers, whoever writes it (an experiment's own
+    evaluation or a transfer): the run, the model, the data, the protocol as evaluated (its
+    `n_splits` and split seed), the settings and the environment. `extra`: the writer's own keys."""
+    return {
+        "run": record["name"], "experiment": record["experiment"], "method": record["method"],
+        "method_title": method_title, "stage": record["stage"], "mode": mode,
+        "model": record["experiment"] + (f" [{mode}]" if mode else ""),
+        "backbone": backbone.name,
+        "weights": f"fine-tuned from {backbone.weights}" if trains else backbone.weights,
+        "pretrained": backbone.pretrained, "weights_sha256": backbone.weights_sha256,
+        "quick_gelu": getattr(backbone, "quick_gelu", None),
+        "dataset": dataset.key, "data": dataset.description, "real_data": dataset.is_real,
+        "aspect": dataset.aspect, "split_seed": protocol.seed, "n_splits": protocol.n_splits,
+        "flip_test": cfg.flip_test, "device": device, "profile": profile, "seeds": list(seeds),
+        "config": to_dict(cfg), "identity": record["identity"], "environment": environment(),
+        "invocation": invocation, "created": record["created"], "evaluated": now(), **extra,
+    }

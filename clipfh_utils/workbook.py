@@ -24,14 +24,14 @@ from typing import Callable
 
 import pandas as pd
 
-from .pipeline.context import Run, open_run
-from .report.export import FIGURES, NOTEBOOK_ENV, TABLES, Provenance, save_figure, save_table, slug_name
-from .runs import invocation_dir
+from .pipeline.context import Invocation, open_run
+from .report.export import FIGURES, NOTEBOOK_ENV, TABLES, Provenance, save_figure, save_table
+from .runs import invocation_dir, slug
 
 
 @dataclass
 class Session:
-    run: Run
+    run: Invocation
     notebook: str                     # "" -> nothing is exported
     batch: bool                       # executed by the pipeline (no widgets)
     names: dict[str, set[str]] = field(default_factory=lambda: {FIGURES: set(), TABLES: set()})
@@ -44,7 +44,7 @@ class Session:
 
     def unique(self, kind: str, name: str) -> str:
         """A file name not yet used by this notebook for a figure (or a table): name, name_2, ..."""
-        base, n = slug_name(name), 2
+        base, n = slug(name, compact=True), 2
         name = base
         while name in self.names[kind]:
             name, n = f"{base}_{n}", n + 1
@@ -64,7 +64,7 @@ def _ipython():
 
 
 def start(profile: str | Path = "demo", run_dir: str | Path = "", overrides: list[str] | None = None,
-          invocation: str = "", notebook: str = "") -> Run:
+          invocation: str = "", notebook: str = "") -> Invocation:
     global _session
     from .report.plotting import use_print_style
     ip = _ipython()
@@ -176,7 +176,7 @@ def comparison(metrics: list[dict], name: str, same_backbone: bool = True) -> di
     return out
 
 
-def _trained(run: Run, run_name: str, mode: str = "", split: int | None = None, dataset: str = ""):
+def _trained(run: Invocation, run_name: str, mode: str = "", split: int | None = None, dataset: str = ""):
     """A finished run's first seed with its features of split `split`'s queries and gallery (of
     every evaluation image with None) of `dataset` (a key; "" = the profile's first)."""
     from .evaluation import FeatureBank
@@ -190,7 +190,7 @@ def _trained(run: Run, run_name: str, mode: str = "", split: int | None = None, 
     return m, FeatureBank(m.embed(images), index), images
 
 
-def features_of(run: Run, run_name: str, mode: str = "", split: int | None = 0, dataset: str = ""):
+def features_of(run: Invocation, run_name: str, mode: str = "", split: int | None = 0, dataset: str = ""):
     """(FeatureBank, uint8 images) of a finished run's first seed on one split's queries and gallery
     (every evaluation image with split=None) of `dataset`: for figures in notebooks that read
     results from files (the comparison) rather than training."""
@@ -198,7 +198,7 @@ def features_of(run: Run, run_name: str, mode: str = "", split: int | None = 0, 
     return bank, images
 
 
-def map_entries(run: Run, metrics: list[dict], split: int = 0) -> list:
+def map_entries(run: Invocation, metrics: list[dict], split: int = 0) -> list:
     """The models notebook 05 looks into: one `explain.ModelEntry` per run of the invocation on the
     profile's first dataset (first seed, first inference mode) with its features of the split's
     queries and gallery, loaded from its finished run; nothing is trained or re-evaluated."""
@@ -218,7 +218,7 @@ def map_entries(run: Run, metrics: list[dict], split: int = 0) -> list:
     return out
 
 
-def retrieval_explorer(run: Run, metrics: list[dict]):
+def retrieval_explorer(run: Invocation, metrics: list[dict]):
     """A RetrievalExplorer over the invocation's models (features recomputed from their runs)."""
     from .report.explorer import RetrievalExplorer
     from .report.results import per_query

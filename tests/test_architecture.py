@@ -17,7 +17,7 @@ ALLOWED = {
     "atomic": {"console"},
     "locks": {"atomic", "console"},
     "provenance": {"config", "atomic"},
-    "runs": {"config", "atomic", "locks"},
+    "runs": {"config", "atomic", "locks", "provenance"},
     "data": {"config", "atomic", "console", "provenance"},
     "evaluation": {"data"},
     "backbones": {"config", "atomic", "provenance"},
@@ -28,8 +28,8 @@ ALLOWED = {
     "pipeline": {"config", "atomic", "console", "locks", "provenance", "runs", "runlog", "data", "evaluation",
                  "backbones", "training", "methods", "report"},
     "workbook": {"pipeline", "report", "runs", "evaluation", "explain"},
-    "bench": {"config", "backbones", "training", "methods"},
-    "cli": {"config", "console", "atomic", "locks", "data", "backbones", "pipeline", "bench"},
+    "bench": {"config", "backbones", "training", "methods", "pipeline"},
+    "cli": {"config", "console", "atomic", "locks", "runs", "data", "backbones", "pipeline", "bench"},
     "__main__": {"cli"},
     "__init__": {"pipeline"},
 }
@@ -132,3 +132,157 @@ def test_every_pk_method_checks_its_batch_against_the_training_identities():
         assert method.check_data(cfg, value) == {}
         problem = method.check_data(cfg, value - 1)
         assert list(problem) == [p] and f"set {p} <= {value - 1}" in problem[p], (method.name, problem)
+
+
+# --------------------------------------------------------------------------- one owner per idea
+
+def module_graph() -> dict[tuple[str, ...], set[tuple[str, ...]]]:
+    """Module -> the package modules it imports (anywhere in it, function-level imports too)."""
+    mods = {}
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(PKG).with_suffix("").parts
+        mods[rel[:-1] if rel[-1] == "__init__" else rel] = p
+
+    def module_of(parts: tuple[str, ...]) -> tuple[str, ...]:
+        while parts and parts not in mods:  # `from .x import name`: the module x
+            parts = parts[:-1]
+        return parts
+
+    return {m: {module_of(i) for i in package_imports(p)} - {m, ()} for m, p in mods.items()}
+
+
+def import_cycles() -> list[list[str]]:
+    """Every set of modules that import each other, directly or around a loop (Tarjan's SCCs)."""
+    graph = module_graph()
+    index: dict = {}
+    low: dict = {}
+    stack: list = []
+    cycles = []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(".".join(w))
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_can_fail():
+    a, b = PKG / "report" / "_tmp_cycle_a.py", PKG / "report" / "_tmp_cycle_b.py"
+    a.write_text("from . import _tmp_cycle_b\n")
+    b.write_text("def f():\n    from ._tmp_cycle_a import x\n")  # a function-level import closes it
+    try:
+        assert ["report._tmp_cycle_a", "report._tmp_cycle_b"] in import_cycles()
+    finally:
+        a.unlink()
+        b.unlink()
+
+
+def _code_strings(tree: ast.AST):
+    """String constants of the code (f-string parts included), docstrings left out."""
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+            yield n
+
+
+# what composing a run name, a run, seed or metrics folder, or a metrics file name looks like
+NAME_RULES = {
+    "a metrics file's name": lambda s: any(t in s for t in (".per_query.csv", "transfer__", "__n")),
+}
+
+
+def naming_problems() -> list[str]:
+    problems = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG))
+        if rel == "runs.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for n in _code_strings(tree):
+            for what, rule in NAME_RULES.items():
+                if rule(n.value):
+                    problems.append(f"{rel}:{n.lineno} composes {what} ({n.value!r})")
+        for n in ast.walk(tree):
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div):  # path / "metrics", out / RUNS
+                for side in (n.left, n.right):
+                    if (isinstance(side, ast.Constant) and side.value in ("metrics", "runs")) or \
+                            (isinstance(side, ast.Name) and side.id == "RUNS"):
+                        problems.append(f"{rel}:{n.lineno} composes a run or metrics folder")
+                    # (data/ names its split-list folders splits/<aspect>/seed<k>: not a run's)
+                    if isinstance(side, ast.JoinedStr) and ast.unparse(side).startswith("f'seed{") \
+                            and rel.split("/")[0] != "data":
+                        problems.append(f"{rel}:{n.lineno} composes a seed folder")
+            if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", "")) == "identity_hash":
+                problems.append(f"{rel}:{n.lineno} composes a run name (identity_hash)")
+    return problems
+
+
+def test_only_runs_composes_run_and_metrics_file_names():
+    assert naming_problems() == []
+
+
+def test_the_naming_check_can_fail():
+    bad = PKG / "report" / "_tmp_bad_names.py"
+    bad.write_text('from pathlib import Path\n\n\ndef f(d, stem, s):\n'
+                   '    return Path(d) / "metrics" / f"{stem}.per_query.csv.gz", Path(d) / f"seed{s}"\n')
+    try:
+        problems = naming_problems()
+        for what in ("metrics folder", "a metrics file's name", "a seed folder"):
+            assert any(p.startswith("report/_tmp_bad_names.py:5") and what in p for p in problems), (what, problems)
+    finally:
+        bad.unlink()
+
+
+def model_build_calls() -> list[str]:
+    """Calls that build a method's model (`<...method...>.build(`, `.build_model(`, `METHOD.build(`)
+    outside pipeline/seed_model.py and the methods themselves."""
+    out = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG)
+        if rel.parts[0] == "methods" or str(rel) == "pipeline/seed_model.py":
+            continue
+        for n in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+                continue
+            receiver = ast.unparse(n.func.value)
+            if n.func.attr == "build_model" or (n.func.attr == "build" and (
+                    "method" in receiver.lower() or receiver.startswith("get_method("))):
+                out.append(f"{rel}:{n.lineno} {ast.unparse(n.func)}(")
+    return out
+
+
+def test_seed_models_are_built_only_through_build_seed_model():
+    assert model_build_calls() == []
+
+
+def test_the_build_check_can_fail():
+    bad = PKG / "report" / "_tmp_bad_build.py"
+    bad.write_text("def f(exp, ctx):\n    return exp.method.build(exp.cfg, ctx, 3)\n")
+    try:
+        assert model_build_calls() == ["report/_tmp_bad_build.py:2 exp.method.build("]
+    finally:
+        bad.unlink()

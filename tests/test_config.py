@@ -5,7 +5,7 @@ import pytest
 from clipfh_utils.config import (CONFIG_DIR, ConfigError, Profile, build, config_diff, load_profile,
                                  merge_into, parse_overrides)
 from clipfh_utils.methods.clip_reid.config import ClipReidCfg
-from clipfh_utils.pipeline.experiments import resolve_experiments
+from clipfh_utils.pipeline.resolve import resolve_experiments
 
 
 def experiments(profile, *items):

@@ -35,11 +35,11 @@ from clipfh_utils.atomic import DiskFullError, atomic_write_json, require_free_s
 from clipfh_utils.cli import main
 from clipfh_utils.config import load_profile
 from clipfh_utils.data import image_cache
-from clipfh_utils.data.datasets import prepare_dataset
+from clipfh_utils.data.prepare import prepare_dataset
 from clipfh_utils.locks import LOCK_FILE, LockedError, RunLock
 from clipfh_utils.pipeline import load_run, open_run
 from clipfh_utils.pipeline import runner
-from clipfh_utils.pipeline.experiments import resolve_experiments
+from clipfh_utils.pipeline.resolve import resolve_experiments
 from clipfh_utils.runs import RunStateError, read_manifest, record_entry, new_invocation, read_run
 from clipfh_utils.training import checkpoint as ckpt_module
 from clipfh_utils.training import loop as loop_module

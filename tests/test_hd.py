@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from clipfh_utils.config import ConfigError, DataCfg, DatasetRef, ProtocolCfg, build
-from clipfh_utils.data.datasets import prepare_dataset, write_all_splits
+from clipfh_utils.data.datasets import write_all_splits
+from clipfh_utils.data.prepare import prepare_dataset
 from clipfh_utils.data.hd import (DISTRACTOR_OFFSET, LISTING_FILE, ORIGINAL, HDLayoutError, build_hd_protocol,
                                   load_hd_protocol, scan_hd)
 from clipfh_utils.data.protocol import split_dir

@@ -503,7 +503,7 @@ def test_each_ablation_config_changes_one_thing(profile, main, prefix):
     """One line each in the comparison, and each differs from the method's main config only in the
     setting it ablates (the recipe's other values are not silently different)."""
     from clipfh_utils.config import config_diff, load_profile, to_dict
-    from clipfh_utils.pipeline.experiments import resolve_experiments
+    from clipfh_utils.pipeline.resolve import resolve_experiments
     exps = {e.name: e for e in resolve_experiments(load_profile(profile))}
     base = to_dict(exps[main].cfg)
     for suffix, keys in ABLATIONS.items():

@@ -191,7 +191,7 @@ def test_multistep_schedule_matches_the_reference_stepping():
 
 def test_cosine_schedule_matches_the_reference_stepping():
     """timm's CosineLRScheduler as CLIP-ReID configures it, stepped with epoch 1..E."""
-    lr = {e: warmup_cosine(e, 3.5e-4, 120, 5, 1e-5, 1e-6) for e in range(1, 121)}
+    lr = {e: 3.5e-4 * warmup_cosine(e, 120, 5, 1e-5 / 3.5e-4, 1e-6 / 3.5e-4) for e in range(1, 121)}  # factor x base
     assert lr[1] == pytest.approx(7.8e-5)       # not the warm-up start 1e-5
     assert lr[4] == pytest.approx(2.82e-4)
     assert lr[5] == pytest.approx(1e-6 + 0.5 * (3.5e-4 - 1e-6) * (1 + math.cos(math.pi * 5 / 120)))

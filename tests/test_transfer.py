@@ -207,7 +207,7 @@ def test_only_datasets_that_share_people_remove_identities(hands):
 
 def test_the_study_profiles_resolve():
     from clipfh_utils.config import load_profile
-    from clipfh_utils.pipeline.experiments import resolve_experiments
+    from clipfh_utils.pipeline.resolve import resolve_experiments
     from clipfh_utils.pipeline.runner import NOTEBOOK_DIR
     full_all = load_profile("full_all")
     assert [(d.dataset, d.aspect) for d in full_all.datasets] == [

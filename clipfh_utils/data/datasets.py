@@ -6,18 +6,15 @@ mistaken for a hand-identification result.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..atomic import atomic_write_text
-from ..config import HD_KINDS, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
-from ..console import note
+from ..config import HD_KINDS, display_path
 from ..provenance import file_sha256, files_digest
-from .handinfo import ASPECTS, HandInfoError, HandRecord, aspect_slug, handinfo_checksum, load_handinfo
+from .handinfo import ASPECTS, HandInfoError, HandRecord, aspect_slug, load_handinfo
 from .image_cache import check_images, load_images
 from .protocol import (Protocol, SplitRow, aspect_counts, build_protocol, read_split_files, split_dir,
                        write_split_files)
@@ -87,73 +84,6 @@ def recorded_source(splits_root: Path) -> str | None:
     f = Path(splits_root) / SOURCE_RECORD
     words = f.read_text().split() if f.exists() else []
     return words[0].strip().lower() if words else None
-
-
-def splits_root_for(data: DataCfg, handinfo: Path) -> Path:
-    """Where the split lists of the 11k metadata live: the committed ones for the metadata they
-    were built from (its sha256 is recorded beside them, so a modified copy elsewhere, with or
-    without a `.sha256` of its own, is recognised). Other metadata never rewrites them: it is an
-    error, or, with `data.allow_modified_handinfo`, its split lists go to a folder of their own
-    (said on the console)."""
-    committed = repo_path(data.splits_dir) / "11k"
-    if not handinfo.exists():
-        raise HandInfoError(f"{handinfo}: file not found; put the 11k Hands HandInfo.csv there "
-                            "(a copy ships in data/11k/HandInfo.csv)")
-    actual, beside = handinfo_checksum(handinfo)
-    recorded = recorded_source(committed)
-    expected, against = ((recorded, f"{SOURCE_RECORD} beside the split lists in {display_path(committed)}")
-                         if recorded else (beside, f"{handinfo.name}.sha256"))
-    if expected is None or actual == expected:
-        return committed
-    what = f"{display_path(handinfo)}: sha256 {actual[:12]}... differs from {against} ({expected[:12]}...)"
-    if not data.allow_modified_handinfo:
-        raise HandInfoError(f"{what}; the committed split lists in {display_path(committed)} are never built "
-                            "from modified metadata: restore the original file, or pass "
-                            "-p data.allow_modified_handinfo=true to build split lists from it elsewhere")
-    root = repo_path(data.splits_dir) / f"11k-modified-{actual[:12]}"
-    note(f"{what}; using split lists built from it in {display_path(root)} (the committed ones are left "
-         "alone); its counts and results are not comparable with published ones")
-    return root
-
-
-def prepare_dataset(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HandDataset:
-    """Resolve one dataset of a profile; generate or render its images (once) where it asks for that."""
-    if ref.dataset in HD_KINDS:
-        from .hd import prepare_hd
-        return prepare_hd(data, ref, protocol)
-    cache = repo_path(data.cache_dir)
-    common = {"aspect": ref.aspect, "cache_dir": cache, "split_seed": protocol.seed,
-              "n_splits": protocol.n_splits}
-    if ref.dataset == "11k":
-        handinfo = repo_path(data.handinfo)
-        return HandDataset("11k", handinfo=handinfo, images_dir=repo_path(data.images_dir),
-                           splits_root=splits_root_for(data, handinfo),
-                           description="11k Hands (Afifi 2019), real images", **common)
-    if ref.dataset == "11k-rendered":
-        w, h = data.render_size
-        handinfo = repo_path(data.handinfo)
-        ds = HandDataset("11k-rendered", handinfo=handinfo,
-                         images_dir=repo_path(data.synthetic_dir) / f"11k-rendered-{w}x{h}" / "Hands",
-                         splits_root=splits_root_for(data, handinfo),
-                         description=(f"SYNTHETIC images rendered by clipfh_utils.data.synthetic for the "
-                                      f"real 11k HandInfo.csv rows ({w}x{h}); not a hand-identification "
-                                      "result"), **common)
-        from .synthetic import render_images_for_handinfo
-        proto = ds.protocol()
-        needed = {r.image_name for r in proto.train + proto.val + proto.eval_rows()}
-        render_images_for_handinfo(ds.handinfo, ds.images_dir, size=(w, h), only=needed)
-        return ds
-    from .synthetic import GENERATOR_VERSION, generate_synthetic_dataset
-    s = data.synthetic
-    params = json.dumps({**to_dict(s), "generator": GENERATOR_VERSION}, sort_keys=True)
-    root = repo_path(data.synthetic_dir) / f"synthetic-{hashlib.sha1(params.encode()).hexdigest()[:8]}"
-    csv_path = generate_synthetic_dataset(root, n_train_ids=s.n_train_ids, n_test_ids=s.n_test_ids,
-                                          images_per_id=tuple(s.images_per_id), size=tuple(s.size),
-                                          accessory_rate=s.accessory_rate, seed=s.seed)
-    desc = (f"SYNTHETIC hands generated by clipfh_utils.data.synthetic ({s.n_train_ids}+{s.n_test_ids} "
-            f"ids, seed {s.seed}); not a hand-identification result")
-    return HandDataset("synthetic", handinfo=Path(csv_path), images_dir=root / "Hands",
-                       splits_root=root / "splits", description=desc, **common)
 
 
 def write_all_splits(ds: HandDataset, seed: int, n_splits: int) -> dict[str, Protocol]:

@@ -48,6 +48,11 @@ class Protocol:
     def n_splits(self) -> int:
         return len(self.queries)
 
+    @property
+    def class_ids(self) -> list[str]:
+        """The training identities in label order (label i = class_ids[i])."""
+        return sorted({r.person_id for r in self.train}, key=int)
+
     def eval_rows(self) -> list[SplitRow]:
         """Every image any split evaluates on (test + distractors), each once: extract these once."""
         seen: dict[str, SplitRow] = {r.image_name: r for r in self.test}
@@ -58,7 +63,7 @@ class Protocol:
 
     def summary(self) -> dict[str, int]:
         return {
-            "train_ids": len({r.person_id for r in self.train}),
+            "train_ids": len(self.class_ids),
             "train_images": len(self.train),
             "val_images": len(self.val),
             "test_ids": len({r.person_id for r in self.test}),

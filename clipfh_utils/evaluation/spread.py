@@ -94,6 +94,11 @@ def bootstrap_weights(n_ids: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n_ids, np.full(n_ids, 1.0 / n_ids), size=n_boot).astype(float)
 
 
+def excludes_zero(lo, hi):
+    """Whether the interval [lo, hi] lies wholly on one side of 0 (floats, or arrays elementwise)."""
+    return (lo > 0) | (hi < 0)
+
+
 @dataclass
 class Interval:
     estimate: float
@@ -104,7 +109,7 @@ class Interval:
     seed: int
 
     def excludes_zero(self) -> bool:
-        return self.lo > 0 or self.hi < 0
+        return bool(excludes_zero(self.lo, self.hi))
 
 
 def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:

@@ -13,17 +13,21 @@ from pathlib import Path
 import torch
 
 from ..backbones.loading import resolve_device
-from ..config import Profile, display_path, load_profile, repo_path, resolve_config_path, to_dict
-from ..data.datasets import HandDataset, load_rows, prepare_dataset
+from ..config import Profile, display_path, load_profile, resolve_config_path, to_dict
+from ..data.datasets import HandDataset, load_rows
+from ..data.prepare import prepare_dataset
 from ..data.protocol import Protocol, SplitRow
 from ..provenance import environment
-from ..runs import latest_invocation, new_invocation, read_manifest, update_manifest
+from ..runs import latest_invocation, new_invocation, output_dir, read_manifest, update_manifest
 from ..training.data import TrainData
-from .experiments import Experiment, ExperimentResult, resolve_experiments, run_experiment
+from .experiments import ExperimentResult, run_experiment
+from .resolve import Experiment, resolve_experiments
 
 
 @dataclass
-class Run:
+class Invocation:
+    """One invocation's context: the profile, its output folder, device and datasets, and the
+    invocation id its results are recorded under (a "run" is a trained model's folder)."""
     profile: Profile
     run_dir: Path                     # outputs/<profile>
     device: torch.device
@@ -68,7 +72,7 @@ class Run:
         key = (ds.key, tuple(size_hw))
         if key not in self._train:
             proto = ds.protocol()
-            class_ids = sorted({r.person_id for r in proto.train}, key=int)
+            class_ids = proto.class_ids
             label_of = {pid: i for i, pid in enumerate(class_ids)}
             val = [r for r in proto.val if r.person_id in label_of]
             images, _ = self.images(ds, proto.train, size_hw)
@@ -116,16 +120,16 @@ def _bars(progress: bool | None) -> bool:
 
 
 def open_run(profile: str | Path = "demo", run_dir: str | Path = "", overrides: list[str] | None = None,
-             invocation: str = "", *, read_only: bool = False) -> Run:
+             invocation: str = "", *, read_only: bool = False) -> Invocation:
     """Load the profile, prepare its datasets and output folder, and join (or start) an invocation.
     `read_only`: touch nothing in the output folder (no invocation: `sweep --dry-run` plans with it)."""
     prof = load_profile(profile, overrides)
     source = display_path(resolve_config_path(profile, "profiles"))
-    out = Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")
+    out = output_dir(prof, run_dir)
     device = resolve_device(prof.device)
     datasets = [prepare_dataset(prof.data, ref, prof.protocol) for ref in prof.datasets]
     if read_only:
-        return Run(prof, out, device, datasets, invocation, source)
+        return Invocation(prof, out, device, datasets, invocation, source)
     out.mkdir(parents=True, exist_ok=True)
     info = {"profile": prof.name, "profile_config": to_dict(prof), "overrides": list(overrides or []),
             "data": [ds.description for ds in datasets], "real_data": all(ds.is_real for ds in datasets),
@@ -135,4 +139,4 @@ def open_run(profile: str | Path = "demo", run_dir: str | Path = "", overrides: 
     # relabels it: what started it stays recorded; each metrics file carries its own provenance
     have = read_manifest(out, inv)
     update_manifest(out, inv, **{k: v for k, v in info.items() if k != "overrides" and k not in have})
-    return Run(prof, out, device, datasets, inv, source)
+    return Invocation(prof, out, device, datasets, inv, source)

@@ -17,11 +17,11 @@ from ..atomic import require_free_space
 from ..backbones.loading import resolve_device
 from ..config import Profile
 from ..console import note
-from ..data.datasets import prepare_dataset
-from ..methods import BuildContext
+from ..data.prepare import prepare_dataset
 from ..training.checkpoint import state_bytes
-from .experiments import load_backbone, resolve_experiments
+from .resolve import resolve_experiments
 from .run_state import disk_need, plan_run, resume_sources
+from .seed_model import build_seed_model, load_backbone, seed_context
 
 
 # the stages whose experiments a notebook builds models of (None: every experiment's, e.g. to
@@ -50,7 +50,7 @@ def preflight(prof: Profile, profile_source: str, out: Path, *, only: list[str] 
     classes = {}
     for ds in datasets:
         ds.require_images()
-        classes[ds.key] = len({r.person_id for r in ds.protocol().train})
+        classes[ds.key] = len(ds.protocol().class_ids)
     for exp in exps:
         clip = load_backbone(exp.cfg, cpu)  # once per experiment (one at a time), not per dataset
         for ds in datasets:
@@ -61,8 +61,8 @@ def preflight(prof: Profile, profile_source: str, out: Path, *, only: list[str] 
                 note(line)
             seeds = target.to_train()
             if seeds:
-                ctx = BuildContext(clip, cpu, seeds[0], torch.Generator().manual_seed(0), False)
-                model = exp.method.build(exp.cfg, ctx, n_classes)
+                model = build_seed_model(exp.method, exp.cfg, seed_context(exp.cfg, cpu, seeds[0], clip),
+                                         n_classes)
                 need += disk_need(state_bytes(exp.method.model_state(exp.cfg, model).state_dict()), len(seeds))
                 training.append(f"{exp.name} on {ds.key} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")
     if need:

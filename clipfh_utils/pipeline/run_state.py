@@ -17,24 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_copy
-from ..config import Profile, display_path, flatten, identity_dict, name_problem
+from ..config import Profile, display_path, flatten, name_problem
 from ..data.datasets import HandDataset
 from ..locks import check_unlocked, read_lock, staleness
-from ..runs import RunStateError, all_runs, now, read_run, run_dir, run_name
+from ..runs import RunStateError, all_runs, now, read_run, run_dir, run_identity, run_name, seed_dir
 from ..training.checkpoint import checkpoint_position, load_checkpoint
 from ..training.loop import Trainer, is_finished
 
 FINISHED, UNFINISHED, NEW = "finished", "unfinished", "new"
 LOGS = ("log.jsonl", "epochs.jsonl")
-
-
-def run_identity(exp, ds: HandDataset) -> dict:
-    """Everything that changes the trained weights (see clipfh_utils.runs); loads no model."""
-    cfg = identity_dict(exp.cfg)
-    cfg.pop("name", None)
-    sha = exp.method.weights_sha256(exp.cfg)
-    return {"method": exp.method.name, "config": cfg, "data": ds.identity(),
-            "weights_sha256": sha or "random init (seed 0)"}
 
 
 def seed_state(seed_dir: Path) -> str:
@@ -63,13 +54,13 @@ class RunTarget:
         return [s for s, st in self.states.items() if st != FINISHED]
 
     def seed_dir(self, seed: int) -> Path:
-        return self.dir / f"seed{seed}"
+        return seed_dir(self.dir, seed)
 
     def prepare_seed(self, seed: int) -> None:
         """--resume-from: copy the source's checkpoint (and logs up to it) in as the starting point.
         Call while holding the run's lock; a seed that already has its own checkpoint keeps it."""
         d = self.seed_dir(seed)
-        src = self.source / f"seed{seed}" if self.source else None
+        src = seed_dir(self.source, seed) if self.source else None
         if src is None or self.states.get(seed) != NEW or not (src / Trainer.CHECKPOINT).exists():
             return
         for name in LOGS:
@@ -102,8 +93,8 @@ def resume_sources(out: Path, profile: Profile, experiments: list[str] | None = 
 
 def _source_positions(src: Path, seeds: list[int]) -> dict[str, str]:
     check_unlocked(src)
-    positions = {str(s): position_text(checkpoint_position(src / f"seed{s}" / Trainer.CHECKPOINT))
-                 for s in seeds if (src / f"seed{s}" / Trainer.CHECKPOINT).exists()}
+    positions = {str(s): position_text(checkpoint_position(seed_dir(src, s) / Trainer.CHECKPOINT))
+                 for s in seeds if (seed_dir(src, s) / Trainer.CHECKPOINT).exists()}
     if not positions:
         raise RunStateError(f"--resume-from {src.name}: no checkpoint of seeds {seeds} to continue from "
                             "(finished seeds keep theirs only with -p keep_checkpoint=true; a seed "
@@ -121,7 +112,7 @@ def _nearest_difference(out: Path, experiment: str, identity: dict) -> str | Non
         if rec.get("experiment") != experiment or rec.get("identity", {}).get("data") != identity["data"]:
             continue
         seeds = rec.get("config", {}).get("seeds", [])
-        if UNFINISHED not in [seed_state(run_dir(out, rec["name"]) / f"seed{s}") for s in seeds]:
+        if UNFINISHED not in [seed_state(seed_dir(run_dir(out, rec["name"]), s)) for s in seeds]:
             continue
         theirs = flatten(rec["identity"])
         diff = {k: (theirs.get(k), mine.get(k)) for k in sorted(set(mine) | set(theirs))
@@ -168,7 +159,7 @@ def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
         held = info is not None and staleness(info) is None
     elif not holding:
         check_unlocked(rdir)
-    states = {s: seed_state(rdir / f"seed{s}") for s in seeds}
+    states = {s: seed_state(seed_dir(rdir, s)) for s in seeds}
     target = RunTarget(name, rdir, identity, states, resume=profile.resume or source is not None, source=source,
                        held=held)
     if held:
@@ -185,15 +176,15 @@ def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
                 "<run>; to continue it unchanged, give its settings; to train from the start, drop --resume")
         target.notes.append(f"--resume: {cfg.name} has no run to continue; training it from the start")
     if unfinished and not target.resume:
-        pos = position_text(checkpoint_position(rdir / f"seed{unfinished[0]}" / Trainer.CHECKPOINT))
+        pos = position_text(checkpoint_position(seed_dir(rdir, unfinished[0]) / Trainer.CHECKPOINT))
         raise RunStateError(
             f"{display_path(rdir)}: seed{'s' if len(unfinished) > 1 else ''} {', '.join(map(str, unfinished))} "
             f"unfinished (checkpoint at {pos}); continue with --resume, or train a new run beside it "
             "with --retrain; nothing was changed")
     for s in unfinished:  # a damaged checkpoint is named now, not after the other seeds trained
-        checkpoint_position(rdir / f"seed{s}" / Trainer.CHECKPOINT)
+        checkpoint_position(seed_dir(rdir, s) / Trainer.CHECKPOINT)
     for s in (s for s, st in states.items() if st == FINISHED):  # and weights that will not load
-        load_checkpoint(rdir / f"seed{s}" / Trainer.WEIGHTS, mmap=True)
+        load_checkpoint(seed_dir(rdir, s) / Trainer.WEIGHTS, mmap=True)
     return target
 
 

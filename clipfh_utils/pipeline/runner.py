@@ -35,11 +35,11 @@ from pathlib import Path
 
 from .. import runlog
 from ..atomic import atomic_write_text, disk_full
-from ..config import REPO_ROOT, display_path, load_profile, repo_path, resolve_config_path, to_dict
+from ..config import REPO_ROOT, display_path, load_profile, resolve_config_path, to_dict
 from ..provenance import environment
 from ..report.export import NOTEBOOK_ENV
 from ..report.index import write_index
-from ..runs import (index_lock, invocation_dir, latest_invocation, new_invocation, output_folder, read_manifest,
+from ..runs import (index_lock, invocation_dir, latest_invocation, new_invocation, output_dir, read_manifest,
                     set_latest, update_manifest)
 from .preflight import preflight
 
@@ -178,7 +178,7 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     params = list(params or [])
     prof = load_profile(profile, params)
     profile_path = resolve_config_path(profile, "profiles").resolve()
-    out = output_folder((Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve())
+    out = output_dir(prof, run_dir).resolve()
     names = only or prof.notebooks
     unknown = [n for n in names if not (NOTEBOOK_DIR / f"{n}.ipynb").exists()]
     if unknown:

@@ -36,12 +36,15 @@ from typing import Any, Sequence
 import yaml
 
 from ..atomic import atomic_write_json
-from ..config import (ConfigError, display_path, load_profile, load_yaml, parse_override, repo_path,
+from ..config import (ConfigError, display_path, load_profile, load_yaml, parse_override,
                       resolve_config_path)
-from ..runs import RUNS, invocation_dir, new_invocation, output_folder, read_run, record_entry, relpath, slug
+from ..runs import (entry_key, invocation_dir, metrics_files, new_invocation, output_dir, read_run, record_entry,
+                    relpath, seed_dir, slug)
+from ..runs import run_dir as run_folder
 from ..training.loop import is_finished
 from .context import open_run
-from .experiments import entry_key, experiment_run_name, metrics_files, resolve_experiments
+from .experiments import experiment_run_name
+from .resolve import resolve_experiments
 
 
 @dataclass
@@ -77,14 +80,18 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
     return grid
 
 
+def _override(key: str, value: Any) -> str:
+    """`key=value` as a -p item (the value in YAML flow style)."""
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
 def load_sweep_file(path: str | Path) -> tuple[str | None, list[str], dict[str, list]]:
     """A sweep YAML: `profile:`, `overrides:` (list of -p items), `grid:` (key -> list of values)."""
     data = load_yaml(resolve_config_path(path, "sweeps"))
     unknown = set(data) - {"profile", "overrides", "grid"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (known: profile, overrides, grid)")
-    grid = parse_grid([f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
-                       for k, v in (data.get("grid") or {}).items()])
+    grid = parse_grid([_override(k, v) for k, v in (data.get("grid") or {}).items()])
     return data.get("profile"), list(data.get("overrides") or []), grid
 
 
@@ -92,10 +99,6 @@ def expand(grid: dict[str, list]) -> list[dict[str, Any]]:
     """Every point of the grid (the cartesian product), in a stable order."""
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def _override(key: str, value: Any) -> str:
-    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
 
 
 def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_dir: str | Path | None,
@@ -123,7 +126,7 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
             raise ConfigError(f"the grid keys {', '.join(v)} change no experiment of profile {prof.name}")
         resolved.append((v, list(params) + swept, chosen, prof))
     prof = resolved[0][3]
-    out = output_folder((Path(run_dir) if run_dir else repo_path(prof.output_dir or f"outputs/{prof.name}")).resolve())
+    out = output_dir(prof, run_dir).resolve()
     inv = "" if dry_run else new_invocation(out, {"profile": prof.name, "overrides": list(params),
                                                   "sweep": {"grid": grid, "experiments": list(experiments or [])}})
     jobs = []
@@ -138,13 +141,13 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
             for ds in run.datasets:
                 name, _ = experiment_run_name(run, exp, ds)
                 job.runs.append(name)
-                existing.append(_evaluated(out / RUNS / name, exp, ds, prof.protocol.n_splits))
+                existing.append(_evaluated(run_folder(out, name), exp, ds, ds.protocol().n_splits))
             if all(existing) and not prof.retrain:
                 job.status = "skipped"
                 for ds, files in zip(run.datasets, existing):
                     if not dry_run:
                         _record_existing(run, exp, ds, files)
-            elif prof.resume and not any(read_run(out / RUNS / n) for n in job.runs):
+            elif prof.resume and not any(read_run(run_folder(out, n)) for n in job.runs):
                 # nothing of this variant to continue: it starts (its siblings' checkpoints are not its own)
                 job.overrides = [*items, "resume=false"]
             jobs.append(job)
@@ -156,7 +159,7 @@ def _evaluated(rdir: Path, exp, ds, n_splits: int) -> list[Path]:
     if read_run(rdir) is None:
         return []
     seeds = exp.cfg.seeds if exp.method.trains else exp.cfg.seeds[:1]
-    if exp.method.trains and not all(is_finished(rdir / f"seed{s}") for s in seeds):
+    if exp.method.trains and not all(is_finished(seed_dir(rdir, s)) for s in seeds):
         return []
     return metrics_files(rdir, ds.key, n_splits, exp.cfg.flip_test)
 

@@ -21,10 +21,10 @@ from PIL import Image
 from ..backbones.features import embed_images
 from ..backbones.loading import resolve_device
 from ..config import REPO_ROOT, build
-from ..methods import BuildContext, get_method
-from ..runs import find_run, read_run
-from ..training.loop import is_finished, load_weights
-from .experiments import load_backbone
+from ..methods import get_method
+from ..runs import find_run, read_run, seed_dir
+from ..training.loop import is_finished
+from .seed_model import build_seed_model, seed_context
 
 ImageInput = Sequence[str | Path | Image.Image] | torch.Tensor
 
@@ -58,19 +58,15 @@ class TrainedModel:
         seeds = [int(s) for s in self.record.get("seeds", {})] or list(self.cfg.seeds)
         self.seed = seeds[0] if seed is None else seed
         self.device = resolve_device(device)
-        self.clip = load_backbone(self.cfg, self.device, self.method)
-        ctx = BuildContext(self.clip, self.device, self.seed,
-                           torch.Generator(device=self.device).manual_seed(self.seed),
-                           self.cfg.amp and self.device.type == "cuda")
-        self.model = self.method.build(self.cfg, ctx, self.record.get("n_classes", 1))
-        if self.method.trains:
-            seed_dir = path / f"seed{self.seed}"
-            if not is_finished(seed_dir):
-                done = [s for s in seeds if is_finished(path / f"seed{s}")]
-                raise FileNotFoundError(f"{seed_dir}: seed {self.seed} of this run has not finished training "
-                                        f"(finished seeds: {done or 'none'}); continue it with --resume")
-            load_weights(seed_dir, {"model": self.method.model_state(self.cfg, self.model)})
-        self.model.eval()
+        folder = seed_dir(path, self.seed)
+        if self.method.trains and not is_finished(folder):
+            done = [s for s in seeds if is_finished(seed_dir(path, s))]
+            raise FileNotFoundError(f"{folder}: seed {self.seed} of this run has not finished training "
+                                    f"(finished seeds: {done or 'none'}); continue it with --resume")
+        ctx = seed_context(self.cfg, self.device, self.seed, method=self.method)
+        self.clip = ctx.clip
+        self.model = build_seed_model(self.method, self.cfg, ctx, self.record.get("n_classes", 1),
+                                      weights_from=folder)
         embedders = self.method.embedders(self.cfg, self.model)
         if mode not in embedders and mode == "":
             mode = next(iter(embedders))  # the method's first inference mode

@@ -20,13 +20,15 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..config import REPO_ROOT, ConfigError, to_dict
-from ..data.datasets import HandDataset, prepare_dataset
+from ..config import REPO_ROOT, ConfigError
+from ..data.datasets import HandDataset
+from ..data.prepare import prepare_dataset
 from ..data.protocol import Protocol
 from ..methods import get_method
-from ..provenance import environment
-from ..runs import find_run, now, read_manifest, read_run, record_entry, relpath, run_dir
-from .experiments import ExperimentResult, evaluate_model, metrics_stem, write_metrics
+from ..runs import (find_run, metrics_path, metrics_payload, now, read_manifest, read_run, record_entry, relpath,
+                    run_dir, transfer_key)
+from .evaluate import evaluate_model, write_metrics
+from .experiments import ExperimentResult
 from .trained import TrainedModel
 
 
@@ -115,31 +117,20 @@ def evaluate_transfer(run, source: str | Path | ExperimentResult | TrainedModel,
     results = []
     for mode in per_split:
         rows, queries = pd.concat(per_split[mode], ignore_index=True), pd.concat(per_query[mode], ignore_index=True)
-        stem = metrics_stem(target.key, mode, run.profile.protocol.n_splits, tm.cfg.flip_test)
-        path = folder / "metrics" / f"transfer__{stem}.json"
+        path = metrics_path(folder, target.key, mode, proto.n_splits, tm.cfg.flip_test, transfer=True)
         train_key = record["dataset"] if trains else None
         test_ids = {r.person_id for r in proto.test}
-        payload = {
-            "run": record["name"], "experiment": record["experiment"], "method": record["method"],
-            "method_title": tm.method.title, "stage": record["stage"], "mode": mode,
-            "model": record["experiment"] + (f" [{mode}]" if mode else ""), "backbone": tm.clip.name,
-            "weights": f"fine-tuned from {tm.clip.weights}" if trains else tm.clip.weights,
-            "pretrained": tm.clip.pretrained, "weights_sha256": tm.clip.weights_sha256,
-            "train_dataset": train_key, "train_data": record["data"] if trains else None,
-            "test_dataset": target.key, "dataset": target.key, "data": target.description,
-            "real_data": target.is_real and (record.get("real_data", False) or not trains),
-            "aspect": target.aspect, "split_seed": target.split_seed, "n_splits": run.profile.protocol.n_splits,
-            "flip_test": tm.cfg.flip_test, "device": str(run.device), "profile": run.profile.name,
-            "seeds": seeds, "config": to_dict(tm.cfg), "identity": record["identity"],
-            "transfer": {"removed_ids": removed, "n_removed_ids": len(removed), "test_ids": len(test_ids),
-                         "test_images": len(proto.test), "same_identity_space":
-                             trains and record.get("identity_space") == target.identity_space},
-            "environment": environment(), "invocation": run.invocation, "created": record["created"],
-            "evaluated": now(),
-        }
+        payload = metrics_payload(
+            record, mode, tm.clip, tm.cfg, proto, target, method_title=tm.method.title, trains=trains,
+            device=str(run.device), profile=run.profile.name, invocation=run.invocation, seeds=seeds,
+            train_dataset=train_key, train_data=record["data"] if trains else None, test_dataset=target.key,
+            real_data=target.is_real and (record.get("real_data", False) or not trains),
+            transfer={"removed_ids": removed, "n_removed_ids": len(removed), "test_ids": len(test_ids),
+                      "test_images": len(proto.test),
+                      "same_identity_space": trains and record.get("identity_space") == target.identity_space})
         write_metrics(path, payload, rows, queries)
         record_entry(run.run_dir, run.invocation,
-                     f"{record['experiment']}{'@' + mode if mode else ''}|{train_key or 'zero-shot'}->{target.key}",
+                     transfer_key(record["experiment"], mode, train_key, target.key),
                      {"run": record["name"], "experiment": record["experiment"], "mode": mode,
                       "stage": record["stage"], "train_dataset": train_key, "test_dataset": target.key,
                       "metrics": relpath(path, run.run_dir), "recorded": now()}, section="transfers")

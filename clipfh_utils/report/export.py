@@ -142,7 +142,3 @@ def exported(out: Path, inv: str) -> dict[str, dict[str, list[Path]]]:
     return found
 
 
-def slug_name(text: str) -> str:
-    """A file name from a figure title: lower case, [a-z0-9_-] only."""
-    s = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-    return s[:80] or "figure"

@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..data.protocol import Protocol, SplitRow
 from ..evaluation import FeatureBank
+from ..evaluation.spread import excludes_zero
 from ..training.losses import LOSS_TERMS, term_label
 
 # Okabe & Ito (2008): distinguishable with every common colour-vision deficiency
@@ -208,7 +209,7 @@ def difference_forest(pairs: pd.DataFrame, metric: str = "mAP", title: str = "",
     y = np.arange(len(pairs))
     d = pairs[f"d_{metric}"].to_numpy()
     lo, hi = pairs[f"d_{metric}_lo"].to_numpy(), pairs[f"d_{metric}_hi"].to_numpy()
-    resolved = (lo > 0) | (hi < 0)
+    resolved = excludes_zero(lo, hi)
     ax.errorbar(d, y, xerr=[d - lo, hi - d], fmt="none", ecolor="black", capsize=3, lw=1)
     ax.scatter(d, y, c=[OKABE_ITO[0] if r else OKABE_ITO[1] for r in resolved], zorder=3, s=25)
     ax.axvline(0, color="0.3", lw=1, ls="--")

@@ -18,7 +18,8 @@ import pandas as pd
 from ..config import REPO_ROOT, config_diff
 from ..console import note
 from ..evaluation import METRICS, cmc_from_ranks, identity_bootstrap, paired_bootstrap, seed_split_sd
-from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir
+from ..evaluation.spread import excludes_zero
+from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir, per_query_path
 
 # 11k Hands numbers from the papers (reference notes section 7), kept as data, not code.
 PUBLISHED_CSV = REPO_ROOT / "data" / "published_11k.csv"
@@ -40,22 +41,20 @@ def published_table() -> pd.DataFrame:
     return df
 
 
-def invocation_metrics(out: str | Path, invocation: str | None = None, *, missing: bool = False) -> list[dict]:
-    """The metrics payloads the invocation recorded (the newest invocation by default).
-
-    Each payload gets "metrics_file" (its path, not stored in the file) so that the per-query
-    results beside it can be found. When the invocation covers several datasets, each "model"
-    label gets " · <dataset>" so that every table and figure row names one model on one dataset.
-    A metrics file the manifest names but that is gone is said on the console; with `missing`
-    it is also a placeholder ({"missing": path, ...} from the manifest entry) that
+def recorded_payloads(out: str | Path, invocation: str | None, section: str, missing: bool = False
+                      ) -> list[dict]:
+    """The metrics payloads listed in one section of an invocation's manifest ("entries": the
+    experiments' own evaluations, "transfers": cross-dataset ones), the newest invocation by
+    default, each with "metrics_file" (its path, not stored in the file: the per-query results
+    lie beside it). A file the manifest names but that is gone is said on the console; with
+    `missing` it is also a placeholder ({"missing": path, ...} from the manifest entry) that
     `comparison_table` shows as a row marked missing, so no model silently drops out."""
     out = Path(out)
     inv = invocation or latest_invocation(out)
     if inv is None:
         return []
-    entries = read_manifest(out, inv)["entries"].values()
     payloads = []
-    for e in entries:
+    for e in read_manifest(out, inv).get(section, {}).values():
         f = out / e["metrics"]
         if f.exists():
             payloads.append({**json.loads(f.read_text()), "metrics_file": str(f)})
@@ -64,9 +63,21 @@ def invocation_metrics(out: str | Path, invocation: str | None = None, *, missin
              "that model is shown as missing: re-run the profile to evaluate it again")
         if missing:
             mode = e.get("mode", "")
-            payloads.append({"missing": str(f), "run": e["run"], "experiment": e["experiment"], "mode": mode,
-                             "stage": e.get("stage", ""), "method": e.get("method", ""),
-                             "dataset": e.get("dataset", ""), "model": e["experiment"] + (f" [{mode}]" if mode else "")})
+            payloads.append({"missing": str(f), "run": e["run"], "experiment": e.get("experiment", "?"),
+                             "mode": mode, "stage": e.get("stage", ""), "method": e.get("method", ""),
+                             "dataset": e.get("dataset", e.get("test_dataset", "")),
+                             "model": e.get("experiment", "?") + (f" [{mode}]" if mode else "")})
+    return payloads
+
+
+def invocation_metrics(out: str | Path, invocation: str | None = None, *, missing: bool = False) -> list[dict]:
+    """The metrics payloads the invocation recorded (the newest invocation by default).
+
+    Each payload gets "metrics_file" (its path, not stored in the file) so that the per-query
+    results beside it can be found. When the invocation covers several datasets, each "model"
+    label gets " · <dataset>" so that every table and figure row names one model on one dataset.
+    `missing`: see `recorded_payloads`."""
+    payloads = recorded_payloads(out, invocation, "entries", missing)
     if len({m["dataset"] for m in payloads}) > 1:  # the same experiment on several datasets: say which
         for m in payloads:
             m["model"] = f"{m['model']} · {m['dataset']}"
@@ -78,7 +89,7 @@ def per_query(m: dict) -> pd.DataFrame | None:
     f = m.get("metrics_file")
     if not f:
         return None
-    path = Path(f).with_name(Path(f).stem + ".per_query.csv.gz")
+    path = per_query_path(f)
     if not path.exists():
         return None
     key = (path, path.stat().st_mtime_ns)  # a re-evaluation rewrites the file: read it again
@@ -227,7 +238,7 @@ def paired_table(metrics: list[dict], protocol: str = "clipfh", same_backbone: b
                 d = paired_bootstrap(qa, qb, metric, n_boot, seed)
                 row.update({f"d_{metric}": d.estimate, f"d_{metric}_lo": d.lo, f"d_{metric}_hi": d.hi})
             lo, hi = row["d_mAP_lo"], row["d_mAP_hi"]
-            row["verdict"] = "B better" if lo > 0 else "A better" if hi < 0 else "not resolved"
+            row["verdict"] = ("B better" if lo > 0 else "A better") if excludes_zero(lo, hi) else "not resolved"
             rows.append(row)
     return pd.DataFrame(rows)
 

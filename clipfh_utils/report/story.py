@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..evaluation.spread import excludes_zero
 from .plotting import STAGE_NAMES
 from .results import PROTOCOL_LABELS, best_row, concat_tables
 
@@ -54,7 +55,7 @@ def _pair_sentence(p: pd.Series, table: pd.DataFrame) -> str:
     sds = [rows.loc[m, "mAP_seed_sd"] for m in (p["A"], p["B"]) if m in rows.index]
     sds = [s for s in sds if pd.notna(s)]
     d = p["d_mAP"]
-    verdict = ("its interval excludes 0" if p["d_mAP_lo"] > 0 or p["d_mAP_hi"] < 0
+    verdict = ("its interval excludes 0" if excludes_zero(p["d_mAP_lo"], p["d_mAP_hi"])
                else "its interval includes 0, so the data do not separate the two")
     if sds:
         sd = max(sds)
@@ -101,7 +102,7 @@ def read_zero_shot(table: pd.DataFrame, pairs: pd.DataFrame) -> str:
     for _, p in pairs.iterrows():
         lines.append(f"Between **{p['A']}** and **{p['B']}** the mAP difference is {p['d_mAP']:+.2f} points "
                      f"{_ci(p['d_mAP_lo'], p['d_mAP_hi'])}: "
-                     + ("the interval excludes 0." if p["d_mAP_lo"] > 0 or p["d_mAP_hi"] < 0 else
+                     + ("the interval excludes 0." if excludes_zero(p["d_mAP_lo"], p["d_mAP_hi"]) else
                         "the interval includes 0, so the two backbones are not separated by these data."))
     lines.append("Zero-shot models are not trained, so there is no seed-to-seed spread; the split sd only "
                  "reflects the query/gallery draw over the same test identities.")

@@ -6,29 +6,18 @@ number of test identities removed because the model saw them in training.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from ..runs import latest_invocation, read_manifest
-from .results import comparison_table
+from .results import comparison_table, recorded_payloads
 
 ZERO_SHOT_TRAIN = "none (zero-shot)"
 
 
 def invocation_transfers(out: str | Path, invocation: str | None = None) -> list[dict]:
     """The transfer metrics payloads the invocation recorded (the newest invocation by default)."""
-    out = Path(out)
-    inv = invocation or latest_invocation(out)
-    if inv is None:
-        return []
-    payloads = []
-    for e in read_manifest(out, inv).get("transfers", {}).values():
-        f = out / e["metrics"]
-        if f.exists():
-            payloads.append({**json.loads(f.read_text()), "metrics_file": str(f)})  # per-query file beside it
-    return payloads
+    return recorded_payloads(out, invocation, "transfers")
 
 
 def transfer_table(metrics: list[dict], protocol: str = "clipfh") -> pd.DataFrame:

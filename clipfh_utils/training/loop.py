@@ -59,6 +59,13 @@ class Phase:
     monitor_every: int = 0
     compile: bool = False
 
+    def set_modes(self) -> None:
+        """Train and eval mode of the phase's modules, as each of its epochs starts."""
+        for m in self.train_modules:
+            m.train()
+        for m in self.eval_modules:
+            m.eval()
+
     def objective(self, *inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss on one batch's inputs, uncompiled (tests, debugging)."""
         return self.loss(*self.loss_args, *inputs)
@@ -130,6 +137,26 @@ def optimizer_step(loss_fn: Callable, opt: torch.optim.Optimizer, inputs: tuple,
     total.backward()
     (step or opt.step)()
     return torch.stack([total, *(parts[n] for n in terms)]).detach().float()
+
+
+def phase_step(phase: Phase, device: torch.device, amp: bool, compile_mode: str = "default",
+               compile_optimizer: bool = False) -> Callable[[tuple], torch.Tensor]:
+    """`phase`'s training step, composed once for the loop and the benchmark alike: its loss
+    (compiled on CUDA when the phase asks), its bound arguments, the optimiser update (compiled
+    too with `compile_optimizer`). The step maps one batch's inputs to [total, *terms]."""
+    loss_fn = phase.loss
+    if phase.compile and device.type == "cuda":
+        # dynamo caches per code object: later seeds and experiments of the same shapes reuse
+        # the graphs (tests/test_clip_reid.py checks that no seed recompiles)
+        loss_fn = torch.compile(loss_fn, mode=compile_mode)
+    opt_step = torch.compile(phase.optimizer.step) if (phase.compile and compile_optimizer
+                                                       and device.type == "cuda") else None
+    if phase.loss_args:
+        loss_fn = functools.partial(loss_fn, *phase.loss_args)
+
+    def step(inputs: tuple) -> torch.Tensor:
+        return optimizer_step(loss_fn, phase.optimizer, inputs, phase.terms, device, amp, opt_step)
+    return step
 
 
 def _bar(iterable, enabled: bool, desc: str):
@@ -206,15 +233,7 @@ class Trainer:
             load_optimizer_state(opt, opt_state, self.ckpt_path)
         if phase.start is not None and first_epoch <= phase.epochs:
             phase.start()
-        loss_fn = phase.loss
-        if phase.compile and self.device.type == "cuda":
-            # dynamo caches per code object: later seeds and experiments of the same shapes reuse
-            # the graphs (tests/test_clip_reid.py checks that no seed recompiles)
-            loss_fn = torch.compile(loss_fn, mode=self.compile_mode)
-        opt_step = torch.compile(opt.step) if (phase.compile and self.compile_optimizer
-                                               and self.device.type == "cuda") else None
-        if phase.loss_args:
-            loss_fn = functools.partial(loss_fn, *phase.loss_args)
+        train_step = phase_step(phase, self.device, self.amp, self.compile_mode, self.compile_optimizer)
         names = ["total", *phase.terms]
         group_names = [g.get("name", f"group{i}") for i, g in enumerate(opt.param_groups)]
         stats = self.summary.phases.setdefault(phase.name, {"seconds": 0.0, "images": 0, "epochs": 0})
@@ -222,15 +241,11 @@ class Trainer:
         for epoch in _bar(range(first_epoch, phase.epochs + 1), self.progress, f"{self.label} {phase.name}"):
             t0 = time.perf_counter()
             lrs = set_lr(opt, phase.lr_factor(epoch))
-            for m in phase.train_modules:
-                m.train()
-            for m in phase.eval_modules:
-                m.eval()
+            phase.set_modes()
             batches = phase.batches()
             terms = torch.zeros(len(batches), len(names), device=self.device)
             for step, idx in enumerate(batches):
-                terms[step] = optimizer_step(loss_fn, opt, phase.inputs(idx), phase.terms,
-                                             self.device, self.amp, opt_step)
+                terms[step] = train_step(phase.inputs(idx))
             terms = terms.cpu()  # the one host sync of the epoch
             seconds = time.perf_counter() - t0
             self._check_finite(terms, names, phase.name, epoch)

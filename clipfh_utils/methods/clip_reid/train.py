@@ -68,8 +68,8 @@ def prompt_phase(cfg: ClipReidCfg, model: ClipReid, data: TrainData, ctx: BuildC
         supcon = symmetric_supcon(image_features, text_features, labels)
         return supcon, {"supcon": supcon}
 
-    return Phase("prompt", pc.epochs, opt, lambda e: warmup_cosine(e, pc.lr, pc.epochs, pc.warmup_epochs,
-                                                                    pc.warmup_lr, pc.min_lr) / pc.lr,
+    return Phase("prompt", pc.epochs, opt, lambda e: warmup_cosine(e, pc.epochs, pc.warmup_epochs,
+                                                                    pc.warmup_lr / pc.lr, pc.min_lr / pc.lr),
                  batches, inputs, loss, ["supcon"], train_modules=[model.prompts],
                  eval_modules=[model.image, model.text], start=start)
 
