@@ -276,6 +276,29 @@ def transfer_key(experiment: str, mode: str, train_dataset: str | None, test_dat
     return f"{experiment}{'@' + mode if mode else ''}|{train_dataset or 'zero-shot'}->{test_dataset}"
 
 
+def phases_ran(summary: dict) -> dict[str, list[str]]:
+    """Which training phases of a finished seed ran, and which did not (0 epochs: "this phase does
+    not run"), from its summary.json; recorded with the seed, read by `weights_label`."""
+    phases = summary.get("phases", {})
+    return {"phases_run": [p for p, st in phases.items() if st.get("epochs", 0) > 0],
+            "phases_not_run": [p for p, st in phases.items() if st.get("epochs", 0) == 0]}
+
+
+def weights_label(record: dict, backbone_weights: str, trains: bool) -> str:
+    """What a model's weights are: the backbone's, or trained from them (saying which phases did
+    not run, and "not trained" when none did), from the seeds' records."""
+    if not trains:
+        return backbone_weights
+    seeds = [s for s in record.get("seeds", {}).values() if "phases_run" in s]
+    ran = sorted({p for s in seeds for p in s["phases_run"]})
+    skipped = sorted({p for s in seeds for p in s["phases_not_run"]} - set(ran))
+    if seeds and not ran:
+        return f"{backbone_weights} (not trained: every training phase has 0 epochs)"
+    if skipped:
+        return f"trained from {backbone_weights} (phase {', '.join(skipped)} not run: 0 epochs)"
+    return f"fine-tuned from {backbone_weights}"
+
+
 def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *, method_title: str,
                     trains: bool, device: str, profile: str, invocation: str, seeds: list[int],
                     **extra: Any) -> dict:
@@ -287,7 +310,7 @@ def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *
         "method_title": method_title, "stage": record["stage"], "mode": mode,
         "model": record["experiment"] + (f" [{mode}]" if mode else ""),
         "backbone": backbone.name,
-        "weights": f"fine-tuned from {backbone.weights}" if trains else backbone.weights,
+        "weights": weights_label(record, backbone.weights, trains),
         "pretrained": backbone.pretrained, "weights_sha256": backbone.weights_sha256,
         "quick_gelu": getattr(backbone, "quick_gelu", None),
         "dataset": dataset.key, "data": dataset.description, "real_data": dataset.is_real,

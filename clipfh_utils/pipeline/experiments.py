@@ -26,7 +26,7 @@ from ..data.datasets import HandDataset
 from ..locks import RunLock
 from ..methods import Backbone, BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
-from ..runs import now, read_run, seed_dir, write_run
+from ..runs import now, phases_ran, read_run, seed_dir, write_run
 from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
@@ -169,7 +169,8 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
             trained.append(seed)
             summary = json.loads((folder / Trainer.SUMMARY).read_text())
             record["seeds"][str(seed)] = {"finished": True, "trained": now(), "environment": environment(),
-                                          **{k: summary[k] for k in summary if k.startswith(("weights_", "fp16_"))}}
+                                          **{k: summary[k] for k in summary if k.startswith(("weights_", "fp16_"))},
+                                          **phases_ran(summary)}
             write_run(rdir, record)
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():
