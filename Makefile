@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make demo   -> .venv, install, run the whole pipeline on synthetic data, print outputs/demo/index.html
-#   make test   -> .venv, install, run the test suite
+#   make test   -> .venv, install, run the test suite (what CI runs)
+#   make test-fast -> the unit tests only (no notebooks, no profile runs): the loop while editing
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ PROFILE ?= demo
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 2000000000
 
-.PHONY: install demo full test bench clean-outputs lab
+.PHONY: install demo full test test-fast bench clean-outputs lab
 
 # pip's and setuptools' output goes to a log (shown only if the installation fails)
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
@@ -36,6 +37,10 @@ full: install
 
 test: install
 	$(PY) -m pytest -q
+
+# tests marked slow (papermill, a profile's experiments end to end) are left out; see docs/running.md
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) -m clipfh_utils bench --stage 2 --backbone ViT-B-16 --batch 64 --compile --compile-mode reduce-overhead

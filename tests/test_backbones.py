@@ -15,7 +15,7 @@ def offline_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPFH_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr("clipfh_utils.backbones.loading.REPO_ROOT", tmp_path)
+    monkeypatch.setattr("clipfh_utils.backbones.weights.REPO_ROOT", tmp_path)
 
 
 @pytest.mark.parametrize("name", ["ViT-B-16", "RN50"])
@@ -115,8 +115,8 @@ def test_non_native_input_sizes():
         assert cropped.model.encode_image(torch.randn(2, 3, 50, 64)).shape == (2, 64)
 
 
-def test_weight_discovery_order(offline_env, tmp_path):
-    from clipfh_utils.backbones.loading import _find_pretrained
+def test_weight_discovery_order(offline_env, tmp_path, monkeypatch):
+    from clipfh_utils.backbones.weights import _find_pretrained
     assert _find_pretrained("ViT-B-16", "openai") is None
     # an offline Hugging Face cache entry is found ...
     snap = tmp_path / "hf" / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / "abc"
@@ -131,6 +131,13 @@ def test_weight_discovery_order(offline_env, tmp_path):
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "ViT-B-16.pt").write_bytes(b"x")
     assert _find_pretrained("ViT-B-16", "openai") == str(tmp_path / "weights" / "ViT-B-16.pt")
+    # without $CLIPFH_WEIGHTS_DIR: the repository's weights/ folder (REPO_ROOT is tmp_path here)
+    monkeypatch.setenv("CLIPFH_WEIGHTS_DIR", str(tmp_path / "elsewhere"))
+    assert _find_pretrained("RN50", "openai") is None
+    (tmp_path / "weights" / "RN50.safetensors").write_bytes(b"x")
+    assert _find_pretrained("RN50", "openai") == str(tmp_path / "weights" / "RN50.safetensors")
+    monkeypatch.delenv("CLIPFH_WEIGHTS_DIR")
+    assert _find_pretrained("RN50", "openai") == str(tmp_path / "weights" / "RN50.safetensors")
 
 
 def test_random_init_is_seeded_and_leaves_global_rng_alone():

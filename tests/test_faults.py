@@ -326,6 +326,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(case, world, capsys, monkeypatch):
     argv = [fill(x, world) for x in case.args]
@@ -350,6 +351,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, world, capsys, monkeypa
 
 # --------------------------------------------------------------------------- faults, in process
 
+@pytest.mark.slow
 def test_modified_handinfo_with_the_flag_writes_elsewhere_and_says_so(world, tmp_path, capsys):
     before = snapshot(COMMITTED_SPLITS)
     splits = tmp_path / "splits"
@@ -376,6 +378,7 @@ def test_the_committed_split_lists_record_the_metadata_they_were_built_from():
     assert (folder / "gallery_00.csv").read_text() == _csv_text(proto.galleries[0])
 
 
+@pytest.mark.slow
 def test_split_lists_record_their_source_and_refuse_other_metadata(world, tmp_path, capsys):
     splits = tmp_path / "splits"
     args = ["splits", "--profile", "full", "-p", f"data.splits_dir={splits}", "-p", "protocol.n_splits=1"]
@@ -388,6 +391,7 @@ def test_split_lists_record_their_source_and_refuse_other_metadata(world, tmp_pa
     assert_nothing_lost(before, snapshot(splits))
 
 
+@pytest.mark.slow
 def test_handinfo_with_a_bom_is_read(world, tmp_path, capsys):
     assert main(["splits", "--profile", "full", "-p", f"data.handinfo={world['inputs']}/bom.csv",
                  "-p", f"data.splits_dir={tmp_path}", "-p", "protocol.n_splits=1"]) == 0
@@ -407,6 +411,7 @@ def test_split_lists_that_exist_are_not_rewritten(tmp_path):
     assert set(after) - set(before) == {str(folder / f"{k}_02.csv") for k in ("query", "gallery", "gallery_all")}
 
 
+@pytest.mark.slow
 def test_profile_with_a_bom_is_read(world):
     assert load_profile(world["inputs"] / "bom.yaml").name == "demo"
 
@@ -418,6 +423,7 @@ def test_overrides_merge_deeply_and_in_order():
     assert (ft.lr, ft.k, ft.augment.pad, ft.p, ft.epochs) == (0.5, 3, 1, 8, 40)  # nothing dropped
 
 
+@pytest.mark.slow
 def test_unfinished_run_is_refused_in_a_notebook_too(world):
     before = snapshot(world["out"] / "runs")  # (opening the run context joins the newest invocation)
     with pytest.raises(RunStateError, match=r"seed 0 unfinished .*--resume"):
@@ -425,6 +431,7 @@ def test_unfinished_run_is_refused_in_a_notebook_too(world):
     assert snapshot(world["out"] / "runs") == before
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_named_before_anything_runs(world_copy, capsys):
     ckpt = world_copy["out"] / "runs" / world_copy["b"] / "seed0" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:2000])
@@ -436,6 +443,7 @@ def test_truncated_checkpoint_is_named_before_anything_runs(world_copy, capsys):
     assert_nothing_lost(before, snapshot(world_copy["out"]))
 
 
+@pytest.mark.slow
 def test_resume_from_changes_the_learning_rate_for_real_as_a_new_run(world_copy):
     out, b = world_copy["out"], world_copy["b"]
     b_before = snapshot(out / "runs" / b)
@@ -457,6 +465,7 @@ def test_resume_from_changes_the_learning_rate_for_real_as_a_new_run(world_copy)
     assert_nothing_lost(b_before, snapshot(out / "runs" / b))  # the source run is untouched
 
 
+@pytest.mark.slow
 def test_resume_from_cannot_shorten_training(world_copy):
     b = world_copy["b"]
     with pytest.raises(CheckpointError, match=r"epoch 1 of phase 'finetune' but the config asks for 0"):
@@ -464,6 +473,7 @@ def test_resume_from_cannot_shorten_training(world_copy):
                  ).run_stage("stage2", progress=False)
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_of_another_shape_is_one_line(world_copy):
     b = world_copy["b"]
     with pytest.raises(CheckpointError) as e:
@@ -474,6 +484,7 @@ def test_resume_from_a_checkpoint_of_another_shape_is_one_line(world_copy):
     assert "'model' state does not fit the model as now configured" in msg and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(world_copy, monkeypatch):
     out, b = world_copy["out"], world_copy["b"]
     ckpt = out / "runs" / b / "seed0" / "checkpoint.pt"
@@ -493,6 +504,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(world_copy, mon
     assert not list(ckpt.parent.glob(".*.tmp")) and not (out / "runs" / b / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_the_manifest_keeps_the_previous_one(world_copy, monkeypatch):
     out = world_copy["out"]
     inv = new_invocation(out, {"profile": "demo"})
@@ -511,6 +523,7 @@ def test_full_disk_while_writing_the_manifest_keeps_the_previous_one(world_copy,
     assert manifest.read_bytes() == before and not list(manifest.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_full_disk_while_logging_an_epoch_is_one_line_naming_the_folder(world_copy, monkeypatch):
     out, b = world_copy["out"], world_copy["b"]
     real = open
@@ -542,6 +555,7 @@ def test_partial_notebook_is_kept_only_when_complete(tmp_path):
     assert not cut.exists() and not (tmp_path / "b.failed.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_killed_kernel_is_named_and_failed_in_the_index(world_copy, tmp_path, monkeypatch):
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
@@ -599,6 +613,7 @@ def test_stale_lock_of_another_host_is_taken_over_with_a_note(tmp_path, capsys):
     assert not (folder / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_live_lock_stops_a_second_writer_and_a_reader_takes_none(world, tmp_path):
     folder = world["out"] / "runs" / world["a"]
     before = snapshot(world["out"])
@@ -628,6 +643,7 @@ def test_a_writer_may_wait_for_the_holder(tmp_path, capsys):
     holder.release()
 
 
+@pytest.mark.slow
 def test_lock_wait_s_waits_for_the_writer_then_loads_the_run_it_finished(world_copy, capsys):
     """Another process trains run A right now (its seed has a checkpoint, no weights yet); with
     lock_wait_s a second run of the same experiment waits, then loads what the first finished."""
@@ -661,6 +677,7 @@ def test_lock_wait_s_waits_for_the_writer_then_loads_the_run_it_finished(world_c
     assert "waiting up to 60 s" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_before_any_notebook_succeeds_does_not_become_the_newest(world_copy, monkeypatch, capsys):
     from clipfh_utils.runs import latest_invocation, update_manifest
     out = world_copy["out"]
@@ -712,6 +729,7 @@ def test_parallel_writers_lose_no_manifest_entry(tmp_path):
 
 # --------------------------------------------------------------------------- disk
 
+@pytest.mark.slow
 def test_finished_weights_are_fp16_only_where_exact_enough(world, tmp_path):
     saved = torch.load(world["out"] / "runs" / world["a"] / "seed0" / "weights.pt", weights_only=False)
     assert saved["weights_dtype"] == "float16"
@@ -729,6 +747,7 @@ def test_finished_weights_are_fp16_only_where_exact_enough(world, tmp_path):
     assert model.weight.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     out, a, b = world_copy["out"], world_copy["a"], world_copy["b"]
     orphan = out / "runs" / f"{EXP}-0123456789"
@@ -761,6 +780,7 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     assert (out / "runs" / b / "seed0" / "checkpoint.pt").exists()  # unfinished: kept
 
 
+@pytest.mark.slow
 def test_load_run_names_an_unreadable_run_json_and_keeps_it(world_copy):
     f = world_copy["out"] / "runs" / world_copy["a"] / "run.json"
     f.write_text('{"name": "x", "conf')
@@ -769,6 +789,7 @@ def test_load_run_names_an_unreadable_run_json_and_keeps_it(world_copy):
     assert f.read_text() == '{"name": "x", "conf'
 
 
+@pytest.mark.slow
 def test_a_missing_metrics_file_is_a_row_marked_missing_and_said_on_the_console(world_copy, capsys):
     from clipfh_utils.report.index import render_index
     from clipfh_utils.report.results import comparison_table, earlier_runs, invocation_metrics
@@ -786,6 +807,7 @@ def test_a_missing_metrics_file_is_a_row_marked_missing_and_said_on_the_console(
     assert f"metrics file missing: {f}" in page
 
 
+@pytest.mark.slow
 def test_load_run_names_a_backbone_change_and_the_seeds_that_really_finished(world_copy):
     out, a, b = world_copy["out"], world_copy["a"], world_copy["b"]
     with pytest.raises(FileNotFoundError, match=r"seed 0 of this run has not finished training \(finished seeds: none\)"):
@@ -807,6 +829,7 @@ def test_a_failed_local_job_names_its_error_not_only_its_log():
     assert error_line("just a line\nlast line") == "last line"
 
 
+@pytest.mark.slow
 def test_clean_stops_on_a_manifest_it_cannot_read_and_removes_nothing(world_copy, capsys):
     out, a = world_copy["out"], world_copy["a"]
     orphan = out / "runs" / f"{EXP}-0123456789"
@@ -825,6 +848,7 @@ def test_clean_stops_on_a_manifest_it_cannot_read_and_removes_nothing(world_copy
 
 # --------------------------------------------------------------------------- kill -9, a subprocess
 
+@pytest.mark.slow
 def test_kill_9_then_resume_reaches_the_same_weights(world, tmp_path, capsys):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -864,6 +888,7 @@ def test_kill_9_then_resume_reaches_the_same_weights(world, tmp_path, capsys):
     assert [(e["phase"], e["epoch"]) for e in epochs] == [("prompt", 1), ("finetune", 1), ("finetune", 2)]
 
 
+@pytest.mark.slow
 def test_resume_from_leaves_the_profiles_other_experiments_alone(world_copy):
     """--resume-from names a run of one experiment; the profile's others (here Stage 1) run as usual."""
     out, b = world_copy["out"], world_copy["b"]
@@ -872,6 +897,7 @@ def test_resume_from_leaves_the_profiles_other_experiments_alone(world_copy):
     assert [r.experiment.stage for r in results] == ["stage1", "stage1"]
 
 
+@pytest.mark.slow
 def test_resume_trains_what_has_no_unfinished_run_on_its_data(world_copy, capsys):
     """--resume after an interruption on one dataset: the same experiment on another dataset has no
     run of its own to continue and trains (the unfinished run on the first dataset is not its run)."""
@@ -883,6 +909,7 @@ def test_resume_trains_what_has_no_unfinished_run_on_its_data(world_copy, capsys
     assert f"--resume: {EXP} has no run to continue; training it from the start" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_run_name_shown_before_running_is_the_run_made_with_resume_from(world_copy):
     """What a sweep lists and skips by (experiment_run_name) is the name the run gets, --resume-from included."""
     from clipfh_utils.pipeline.experiments import experiment_run_name

@@ -515,6 +515,7 @@ def test_each_ablation_config_changes_one_thing(profile, main, prefix):
     assert sum(e.stage == "stage3" for e in exps.values()) == len(ABLATIONS) + 1 + (profile == "demo_ablations")
 
 
+@pytest.mark.slow
 def test_pipeline_evaluates_both_modes_and_load_run_gives_the_same_features(tmp_path):
     """Through the pipeline: one metrics file and comparison line per inference mode, and a finished
     run reloaded by `load_run` embeds exactly as evaluated, in either mode."""

@@ -91,6 +91,7 @@ def test_the_planted_files_would_run_code_if_unpickled(tmp_path):
         assert marker.exists(), kind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["system", "open"])
 def test_load_run_refuses_crafted_weights(folder, tmp_path, kind):
     out, name = folder
@@ -102,6 +103,7 @@ def test_load_run_refuses_crafted_weights(folder, tmp_path, kind):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_rerunning_a_profile_refuses_its_finished_runs_crafted_weights(folder, tmp_path):
     out, name = folder
     marker = tmp_path / "marker"
@@ -119,6 +121,7 @@ def _unfinished(out: Path, name: str, marker: Path) -> Path:
     return seed / "checkpoint.pt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [[], ["--resume"]], ids=["run", "resume"])
 def test_a_crafted_unfinished_checkpoint_is_refused_before_the_run(folder, tmp_path, flags):
     out, name = folder
@@ -127,6 +130,7 @@ def test_a_crafted_unfinished_checkpoint_is_refused_before_the_run(folder, tmp_p
     refused(cli("run", "--profile", "demo", "--run-dir", str(out), *CLI_P, *flags), ckpt, marker)
 
 
+@pytest.mark.slow
 def test_resume_from_a_run_with_a_crafted_checkpoint_is_refused_and_copies_nothing(folder, tmp_path):
     out, name = folder
     marker = tmp_path / "marker"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..backbones.loading import ClipModel, input_size_problem, load_clip
-from ..backbones.loading import weights_sha256 as clip_weights_sha256
+from ..backbones.weights import weights_sha256 as clip_weights_sha256
 from ..config import BackboneCfg, ConfigError, name_problem, setting
 from ..training.data import TrainData
 from ..training.loop import Phase
