@@ -60,7 +60,7 @@ def disk_full(path: str | Path, size_hint: int | None = None, kept: str = "what 
     need = f"needs about {size_text(size_hint)}, " if size_hint else ""
     return DiskFullError(f"{path.parent}: disk full while writing {path.name} ({need}"
                          f"{size_text(free_bytes(path.parent))} free); {kept}: free space there "
-                         "(`python -m clipfh_utils clean`) or write elsewhere (--run-dir)")
+                         "(`clipfh clean`) or write elsewhere (--run-dir)")
 
 
 def require_free_space(folder: str | Path, needed: int, what: str) -> None:
@@ -69,7 +69,7 @@ def require_free_space(folder: str | Path, needed: int, what: str) -> None:
     if free < needed:
         raise DiskFullError(f"{folder}: not enough free disk space for {what}: needs about "
                             f"{size_text(needed)}, {size_text(free)} free; free space there "
-                            "(`python -m clipfh_utils clean`) or write elsewhere (--run-dir)")
+                            "(`clipfh clean`) or write elsewhere (--run-dir)")
 
 
 @contextmanager

@@ -21,7 +21,7 @@ ALLOWED = {
     "data": {"config", "atomic", "console", "provenance"},
     "evaluation": {"data"},
     "backbones": {"config", "atomic", "provenance"},
-    "training": {"config", "atomic", "backbones", "evaluation", "runlog"},
+    "training": {"config", "atomic", "console", "backbones", "evaluation", "runlog"},
     "methods": {"config", "atomic", "provenance", "backbones", "training", "evaluation", "data"},
     "report": {"config", "atomic", "console", "provenance", "runs", "evaluation", "data", "training"},
     "explain": {"config", "atomic", "backbones", "data", "evaluation"},
@@ -290,7 +290,7 @@ def test_the_build_check_can_fail():
 
 
 MAX_LINES = 450
-OVER_THE_LIMIT_FOR_NOW = {"report/plotting.py"}  # being split by its owner; remove it once it is
+OVER_THE_LIMIT_FOR_NOW: set[str] = set()  # report/plotting.py was split by job (report/fig_*.py)
 
 
 def test_no_module_over_450_lines():

@@ -238,3 +238,31 @@ def test_template_must_hold_n_placeholders():
     with pytest.raises(ValueError, match="exactly 4 consecutive"):
         PromptTemplate(vit, "A photo of a X hand.", 4)
     assert PromptTemplate(vit, "A photo of a * hand.", 1, placeholder="*").start == 5
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size, last_stride, grid", [((64, 64), 1, (4, 4)), ((96, 128), 2, (3, 4))])
+def test_attnpool_grid_resize_is_f_interpolate_of_the_stored_grid(mode, size, last_stride, grid):
+    """CLIP-ReID's official code resizes the attnpool position grid bilinearly, align_corners=False:
+    the resized embedding is exactly that interpolation of the stored (native) grid, CLS entry kept."""
+    native = load_clip("tiny-rn")  # 64 px, stride 2: a 2 x 2 grid, not resized
+    pos = native.model.visual.attnpool.positional_embedding.detach()
+    assert pos.shape[0] == 1 + 2 * 2
+    stored = pos[1:].reshape(1, 2, 2, -1).permute(0, 3, 1, 2)          # (1, C, 2, 2)
+    ref = F.interpolate(stored, size=grid, mode=mode, align_corners=False)
+    ref = ref.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+    clip = load_clip("tiny-rn", image_size=size, last_stride=last_stride, attnpool_resize=mode)
+    new = clip.model.visual.attnpool.positional_embedding.detach()
+    assert torch.equal(new[0], pos[0]) and new.shape == (1 + grid[0] * grid[1], pos.shape[1])
+    assert torch.allclose(new[1:], ref, atol=1e-6)
+    other = "bicubic" if mode == "bilinear" else "bilinear"
+    ref_other = F.interpolate(stored, size=grid, mode=other, align_corners=False)
+    assert not torch.allclose(new[1:], ref_other.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1), atol=1e-4)
+
+
+def test_attnpool_resize_default_is_bilinear_and_bad_modes_are_refused():
+    a = load_clip("tiny-rn", last_stride=1).model.visual.attnpool.positional_embedding
+    b = load_clip("tiny-rn", last_stride=1, attnpool_resize="bilinear").model.visual.attnpool.positional_embedding
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="attnpool resize mode 'nearest': use one of bilinear, bicubic"):
+        load_clip("tiny-rn", last_stride=1, attnpool_resize="nearest")

@@ -47,6 +47,7 @@ from clipfh_utils.training.checkpoint import CheckpointError, checkpoint_positio
 from clipfh_utils.training.weights import store_half_if_exact
 
 from .conftest import REAL_HANDINFO, REPO
+from .test_events import read_events, scalars
 from .test_runs import FAST
 
 FAST_P = [x for item in FAST for x in ("-p", item)]
@@ -459,6 +460,9 @@ def test_resume_from_changes_the_learning_rate_for_real_as_a_new_run(world_copy)
     assert sorted(ft) == [1, 2] and [e["phase"] for e in epochs].count("prompt") == 1
     assert ft[1]["lr_image_encoder"] == pytest.approx(0.002 * 0.55)  # B's epoch, as it ran
     assert ft[2]["lr_image_encoder"] == pytest.approx(0.01)          # the new rate, really used
+    tb = scalars(read_events(res.run_dir / "seed0"))  # B's curves copied in and continued, each step once
+    assert [v for _, v in tb["lr/image_encoder"]] == pytest.approx([0.002 * 0.55, 0.01])
+    assert [s for s, _ in tb["loss/total"]] == list(range(sum(e["steps"] for e in epochs)))
     kept = torch.load(res.run_dir / "seed0" / "checkpoint.pt", weights_only=False)  # keep_checkpoint
     groups = {g["name"]: g for g in kept["optimizer"]["param_groups"]}
     assert groups["image_encoder"]["weight_decay"] == 0.05 and groups["image_encoder"]["base_lr"] == 0.01
@@ -771,7 +775,7 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     for needle in (f"run no invocation refers to: {orphan}", f"checkpoint of a finished seed: {out / 'runs' / a}",
                    "partial notebook of a failed run", f"temp file of an interrupted write: {tmp}",
                    "decode cache (rebuilt when needed)", f"kept  {out / 'runs' / b}: unfinished (seed0)",
-                   "5 item(s), ", f"`python -m clipfh_utils clean --remove --run-dir {out} -p data.cache_dir={cache}`"):
+                   "5 item(s), ", f"`clipfh clean --remove --run-dir {out} -p data.cache_dir={cache}`"):
         assert needle in listing, needle
     assert main([*argv, "--remove"]) == 0
     assert "removed 5 item(s)" in capsys.readouterr().out
@@ -800,11 +804,12 @@ def test_a_missing_metrics_file_is_a_row_marked_missing_and_said_on_the_console(
     assert f"{f}: metrics file of {a} missing" in capsys.readouterr().err
     table = comparison_table(invocation_metrics(out, missing=True))
     (row,) = table.to_dict(orient="records")
-    assert row["run"] == a and row["missing"] == str(f) and row["mAP"] == "missing"
-    assert str(f) in row["model"] and pd.isna(row["mAP_mean"])
+    rel = str(f.relative_to(out))  # as the manifest names it: no machine-specific path in a report
+    assert row["run"] == a and row["missing"] == rel and row["mAP"] == "missing"
+    assert rel in row["model"] and pd.isna(row["mAP_mean"])
     assert a not in set(earlier_runs(out).get("run", []))  # not passed off as an earlier run
     page = render_index(out, read_manifest(out, (out / "invocations" / "LATEST").read_text().strip())["id"])
-    assert f"metrics file missing: {f}" in page
+    assert f"metrics file missing: {rel}" in page
 
 
 @pytest.mark.slow
@@ -886,6 +891,10 @@ def test_kill_9_then_resume_reaches_the_same_weights(world, tmp_path, capsys):
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
     epochs = [json.loads(x) for x in (ckpt.parent / "epochs.jsonl").read_text().splitlines()]
     assert [(e["phase"], e["epoch"]) for e in epochs] == [("prompt", 1), ("finetune", 1), ("finetune", 2)]
+    # the TensorBoard curves continue across the kill: every step once, the uninterrupted run's values
+    tb, ref = (scalars(read_events(d / "runs" / world["a"] / "seed0")) for d in (out, world["out"]))
+    assert [s for s, _ in tb["loss/total"]] == list(range(sum(e["steps"] for e in epochs)))
+    assert {t: tb[t] for t in tb if t.startswith(("loss/", "lr/"))} == {t: ref[t] for t in ref if t.startswith(("loss/", "lr/"))}
 
 
 @pytest.mark.slow

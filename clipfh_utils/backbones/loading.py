@@ -134,14 +134,20 @@ def _resolve_quick_gelu(setting: Any, name: str, kind: str, extra: dict, file: P
     return _openai_arch(name)
 
 
-def resize_attnpool(visual: torch.nn.Module, grid_hw: tuple[int, int]) -> None:
-    """Let a ModifiedResNet's attnpool take a (h, w) feature map: interpolate its position embedding."""
+ATTNPOOL_RESIZE_MODES = ("bilinear", "bicubic")
+
+
+def resize_attnpool(visual: torch.nn.Module, grid_hw: tuple[int, int], mode: str = "bilinear") -> None:
+    """Let a ModifiedResNet's attnpool take a (h, w) feature map: interpolate its position embedding
+    (the CLS entry kept). CLIP-ReID's official code resizes bilinearly (align_corners=False)."""
+    if mode not in ATTNPOOL_RESIZE_MODES:
+        raise ValueError(f"attnpool resize mode '{mode}': use one of {', '.join(ATTNPOOL_RESIZE_MODES)}")
     pos = visual.attnpool.positional_embedding.data          # (1 + s*s, C)
     s = int(round((pos.shape[0] - 1) ** 0.5))
     if tuple(grid_hw) == (s, s):
         return
-    grid = pos[1:].reshape(1, s, s, -1).permute(0, 3, 1, 2)
-    grid = torch.nn.functional.interpolate(grid.float(), size=tuple(grid_hw), mode="bicubic",
+    grid = pos[1:].reshape(1, s, s, -1).permute(0, 3, 1, 2)  # (1, C, s, s)
+    grid = torch.nn.functional.interpolate(grid.float(), size=tuple(grid_hw), mode=mode,
                                            align_corners=False).to(pos.dtype)
     new = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], -1)])
     visual.attnpool.positional_embedding = torch.nn.Parameter(new)
@@ -169,11 +175,12 @@ class _DropRandomInitNotice(logging.Filter):
 
 def load_clip(name: str, weights: str | None = None, device: str | torch.device = "cpu",
               image_size: tuple[int, int] | None = None, seed: int = 0, quick_gelu: Any = "auto",
-              last_stride: int = 2, crop: bool = False) -> ClipModel:
+              last_stride: int = 2, crop: bool = False, attnpool_resize: str = "bilinear") -> ClipModel:
     """Build a CLIP model in eval mode on `device`; see the module docstring for `weights`.
 
-    `image_size` (H, W) other than the native one resizes the ViT position embedding or the RN
-    attnpool embedding (bicubic). `last_stride=1` (ResNet only) removes layer4's stride.
+    `image_size` (H, W) other than the native one resizes the ViT position embedding (bicubic, open_clip's
+    own) or the RN attnpool embedding (`attnpool_resize`, bilinear as CLIP-ReID's official code).
+    `last_stride=1` (ResNet only) removes layer4's stride (and so resizes the attnpool grid too).
     Random initialisation draws from `seed` (without touching the global RNG), so a "random
     init" baseline is the same in every run.
     """
@@ -230,7 +237,7 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
         set_last_stride(visual, last_stride)
         size = tuple(image_size) if image_size is not None else _native_size(visual)
         div = 32 if last_stride == 2 else 16
-        resize_attnpool(visual, (size[0] // div, size[1] // div))
+        resize_attnpool(visual, (size[0] // div, size[1] // div), attnpool_resize)
         visual.image_size = size
     model = model.to(device).eval()
     size = _native_size(visual)

@@ -2,7 +2,7 @@
 
 `open_run("demo")` in JupyterLab and papermill's absolute `run_dir` in batch runs give the same
 object, so a notebook holds no path or device logic of its own. An invocation groups what one
-`python -m clipfh_utils run` produced; interactively, notebooks add to the newest invocation.
+`clipfh run` produced; interactively, notebooks add to the newest invocation.
 """
 from __future__ import annotations
 
@@ -98,13 +98,18 @@ class Invocation:
                        progress: bool | None = None) -> ExperimentResult:
         return run_experiment(self, exp, ds, progress=_bars(progress))
 
+    def not_real(self) -> tuple[bool, list[str]]:
+        """(any dataset synthetic, the backbones with random weights): what keeps a number from
+        being a hand-identification result."""
+        untrained = sorted({e.cfg.backbone.name for e in self.experiments() if not e.cfg.backbone.weights})
+        return any(not ds.is_real for ds in self.datasets), untrained
+
     def banner(self) -> str:
         """Markdown header for reports: the data, and whether numbers mean anything for hands."""
         data = "; ".join(f"{ds.description} · aspect {ds.aspect}" for ds in self.datasets)
         lines = [f"**Profile** `{self.profile.name}` · **data** {data} · **device** `{self.device}` · "
                  f"**invocation** `{self.invocation}`"]
-        untrained = sorted({e.cfg.backbone.name for e in self.experiments() if not e.cfg.backbone.weights})
-        synthetic = any(not ds.is_real for ds in self.datasets)
+        synthetic, untrained = self.not_real()
         if synthetic or untrained:
             lines.append("> **Not a hand-identification result.** "
                          + ("The images are synthetic. " if synthetic else "")
