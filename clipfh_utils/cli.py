@@ -110,7 +110,8 @@ def _run(a: argparse.Namespace) -> int:
                                  a.executor, a.workers, a.gpus.split(",") if a.gpus else None, a.partition,
                                  a.gpus_per_job, a.time, a.dry_run)
         failed = [j for j in jobs if j.status == "failed"]
-        print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else ""))
+        print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else "")
+              + (" (dry run: nothing written)" if a.dry_run else ""))
         return 1 if failed else 0
     elif a.cmd == "clean":
         _clean(a)
@@ -153,7 +154,11 @@ def _run(a: argparse.Namespace) -> int:
             print(f"split lists written under {ds.splits_root}")
     elif a.cmd == "synth":
         from .data.synthetic import render_images_for_handinfo
-        w, h = (int(v) for v in a.size.lower().split("x"))
+        try:
+            w, h = (int(v) for v in a.size.lower().split("x"))
+        except ValueError:
+            from .config import ConfigError
+            raise ConfigError(f"--size {a.size}: expected WIDTHxHEIGHT in pixels, e.g. 1600x1200") from None
         n = render_images_for_handinfo(a.handinfo, a.out, size=(w, h), limit=a.limit)
         print(f"{n} images written to {a.out}")
     return 0

@@ -20,11 +20,11 @@ from .files import (CONFIG_DIR, REPO_ROOT, display_path, load_yaml, repo_path, r
 from .overrides import (Override, merge_into, parse_override, parse_overrides)
 from .profile import (ASPECTS, BackboneCfg, DataCfg, DatasetRef, HD_ASPECT, HD_KINDS, PROFILE_KEYS, Profile,
                       ProtocolCfg, SyntheticCfg, SyntheticHdCfg, TransferCfg, load_profile)
-from .validation import (ConfigError, build, check_increasing, config_diff, flatten, identity_dict, setting,
+from .validation import (ConfigError, build, check_increasing, config_diff, flatten, identity_dict, name_problem, setting,
                          to_dict)
 
 __all__ = ["ASPECTS", "BackboneCfg", "CONFIG_DIR", "ConfigError", "DataCfg", "DatasetRef", "EvaluationCfg", "HD_ASPECT",
            "HD_KINDS", "Override", "PROFILE_KEYS", "Profile", "ProtocolCfg", "REPO_ROOT", "SyntheticCfg",
            "SyntheticHdCfg", "TransferCfg", "build", "check_increasing", "config_diff", "display_path",
-           "flatten", "identity_dict", "load_profile", "load_yaml", "merge_into", "parse_override",
+           "flatten", "identity_dict", "load_profile", "load_yaml", "merge_into", "name_problem", "parse_override",
            "parse_overrides", "repo_path", "resolve_config_path", "setting", "to_dict"]

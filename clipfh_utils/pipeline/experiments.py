@@ -26,7 +26,7 @@ from ..data.datasets import HandDataset
 from ..locks import RunLock
 from ..methods import Backbone, BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
-from ..runs import now, read_run, seed_dir, write_run
+from ..runs import now, phases_ran, read_run, seed_dir, write_run
 from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
@@ -129,6 +129,10 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     for n in target.notes:
         note(n)
     with RunLock(target.dir, wait_s=profile.lock_wait_s) as lock:
+        if target.held:  # the other writer is done: what it left decides what happens now
+            target = plan_run(run.run_dir, profile, exp, ds, holding=True)
+            for n in target.notes:
+                note(n)
         return _run_locked(run, exp, ds, clip0, class_ids, target, lock, progress)
 
 
@@ -170,7 +174,8 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
             trained.append(seed)
             summary = json.loads((folder / Trainer.SUMMARY).read_text())
             record["seeds"][str(seed)] = {"finished": True, "trained": now(), "environment": environment(),
-                                          **{k: summary[k] for k in summary if k.startswith(("weights_", "fp16_"))}}
+                                          **{k: summary[k] for k in summary if k.startswith(("weights_", "fp16_"))},
+                                          **phases_ran(summary)}
             write_run(rdir, record)
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():

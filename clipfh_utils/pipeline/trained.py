@@ -65,8 +65,9 @@ class TrainedModel:
         self.device = resolve_device(device)
         folder = seed_dir(path, self.seed)
         if self.method.trains and not is_finished(folder):
-            raise FileNotFoundError(f"{folder}: seed {self.seed} of this run has not finished "
-                                    f"training (finished seeds: {seeds})")
+            done = [s for s in seeds if is_finished(seed_dir(path, s))]
+            raise FileNotFoundError(f"{folder}: seed {self.seed} of this run has not finished training "
+                                    f"(finished seeds: {done or 'none'}); continue it with --resume")
         ctx = seed_context(self.cfg, self.device, self.seed, method=self.method)
         self.clip = ctx.clip
         self.model = build_seed_model(self.method, self.cfg, ctx, self.record.get("n_classes", 1),

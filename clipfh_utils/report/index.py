@@ -81,7 +81,8 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
     """The index page once per link base; the tables (bootstrap intervals), folder sizes and
     earlier runs are computed once for all of them."""
     manifest = read_manifest(out, inv)
-    metrics = invocation_metrics(out, inv)
+    listed = invocation_metrics(out, inv, missing=True)  # the tables show a missing file as a row
+    metrics = [m for m in listed if not m.get("missing")]
     synthetic = any(not m.get("real_data", False) for m in metrics) or manifest.get("real_data") is False
     random_w = sorted({m["backbone"] for m in metrics if not m.get("pretrained", True)})
     env = manifest.get("environment", {})
@@ -100,7 +101,7 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
     results = []
     full = manifest.get("notebooks", {}).get(FULL_REPORT, {}).get("ok")
     for proto, label in PROTOCOL_LABELS.items():
-        table = comparison_table(metrics, proto)
+        table = comparison_table(listed, proto)
         if not table.empty:
             view = display_table(table)
             view["run"] = table["run"]
