@@ -16,7 +16,8 @@ form), `files` (paths, YAML files), `profile` (the shared schemas, `load_profile
 profile's evaluation settings).
 """
 from .evaluation import EvaluationCfg
-from .files import (CONFIG_DIR, REPO_ROOT, display_path, load_yaml, repo_path, resolve_config_path)
+from .files import (CONFIG_DIR, HOME_ENV, PACKAGE_CHECKOUT, REPO_ROOT, display_path, find_home, is_checkout, load_yaml,
+                    repo_path, resolve_config_path)
 from .overrides import (Override, merge_into, parse_override, parse_overrides)
 from .profile import (ASPECTS, BackboneCfg, DataCfg, DatasetRef, HD_ASPECT, HD_KINDS, PROFILE_KEYS, Profile,
                       ProtocolCfg, SyntheticCfg, SyntheticHdCfg, TransferCfg, load_profile)
@@ -26,5 +27,5 @@ from .validation import (ConfigError, build, check_increasing, config_diff, flat
 __all__ = ["ASPECTS", "BackboneCfg", "CONFIG_DIR", "ConfigError", "DataCfg", "DatasetRef", "EvaluationCfg", "HD_ASPECT",
            "HD_KINDS", "Override", "PROFILE_KEYS", "Profile", "ProtocolCfg", "REPO_ROOT", "SyntheticCfg",
            "SyntheticHdCfg", "TransferCfg", "build", "check_increasing", "config_diff", "display_path",
-           "flatten", "identity_dict", "load_profile", "load_yaml", "merge_into", "name_problem", "parse_override",
+           "flatten", "HOME_ENV", "PACKAGE_CHECKOUT", "find_home", "is_checkout", "identity_dict", "load_profile", "load_yaml", "merge_into", "name_problem", "parse_override",
            "parse_overrides", "repo_path", "resolve_config_path", "setting", "to_dict"]
