@@ -21,6 +21,20 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class UnsafePathError(ValueError):
+    """A path built from a name or a record would lie outside the folder it belongs in."""
+
+
+def inside(root: str | Path, *parts: str) -> Path:
+    """`root/parts...`, refused unless each part is one folder name, so the path stays inside
+    `root` (a symlinked folder the user set up is theirs to choose; '..' in a name or record is not)."""
+    path = Path(root).joinpath(*parts)
+    if any(p in ("", ".", "..") or "/" in p or os.sep in p for p in parts):
+        raise UnsafePathError(f"{path}: would lie outside {root}; each name in it must be one folder "
+                              "name (no '/', no '..')")
+    return path
+
+
 class DiskFullError(OSError):
     """Not enough disk space for an output (foreseen, or met while writing)."""
 
@@ -37,6 +51,16 @@ def free_bytes(folder: str | Path) -> int:
     while not p.exists() and p != p.parent:
         p = p.parent
     return shutil.disk_usage(p).free
+
+
+def disk_full(path: str | Path, size_hint: int | None = None, kept: str = "what was written before is kept"
+              ) -> DiskFullError:
+    """The one-line error for a disk that filled up while writing `path`: folder, space, what to do."""
+    path = Path(path)
+    need = f"needs about {size_text(size_hint)}, " if size_hint else ""
+    return DiskFullError(f"{path.parent}: disk full while writing {path.name} ({need}"
+                         f"{size_text(free_bytes(path.parent))} free); {kept}: free space there "
+                         "(`clipfh clean`) or write elsewhere (--run-dir)")
 
 
 def require_free_space(folder: str | Path, needed: int, what: str) -> None:
@@ -68,14 +92,30 @@ def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path
         full = getattr(e, "errno", None) == errno.ENOSPC or bool(size_hint and free_bytes(path.parent) < size_hint)
         if not full or isinstance(e, DiskFullError):
             raise
-        need = f"needs about {size_text(size_hint)}, " if size_hint else ""
-        raise DiskFullError(f"{path.parent}: disk full while writing {path.name} ({need}"
-                            f"{size_text(free_bytes(path.parent))} free); the previous {path.name}, if "
-                            "any, is intact: free space there (`clipfh clean`) or write "
-                            "elsewhere (--run-dir)") from None
+        raise disk_full(path, size_hint, f"the previous {path.name}, if any, is intact") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path`; once the block succeeds it replaces `path` as a
+    whole (files that belong together, such as a set of split lists, are never half replaced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    old = path.with_name(tmp.name.removesuffix(".tmp") + ".old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--compile-opt", action="store_true", help="also compile the optimiser step")
     b.add_argument("--channels-last", action="store_true", help="ResNet in NHWC layout (CUDA)")
     b.add_argument("--infer-batch", type=int, default=256, help="stage 3: batch of the inference modes")
+    b.add_argument("--verification", action="store_true",
+                   help="instead: verification, open-set and re-ranking on the full 11k protocol sizes "
+                        "(random features, CPU)")
+    b.add_argument("--n-boot", type=int, default=1000, help="--verification: EER bootstrap resamples")
 
     s = sub.add_parser("splits", help="write the split lists of all four aspects for a profile")
     s.add_argument("--profile", default="full")
@@ -106,10 +110,17 @@ def _run(a: argparse.Namespace) -> int:
                                  a.executor, a.workers, a.gpus.split(",") if a.gpus else None, a.partition,
                                  a.gpus_per_job, a.time, a.dry_run)
         failed = [j for j in jobs if j.status == "failed"]
-        print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else ""))
+        print(f"sweep: {folder}" + (f" ({len(failed)} job(s) failed)" if failed else "")
+              + (" (dry run: nothing written)" if a.dry_run else ""))
         return 1 if failed else 0
     elif a.cmd == "clean":
         _clean(a)
+    elif a.cmd == "bench" and a.verification:
+        from .config import repo_path
+        from .pipeline.evaluation_bench import bench_verification, describe
+        res = bench_verification(repo_path("data/11k/HandInfo.csv"), n_boot=a.n_boot)
+        print(json.dumps(res, indent=2))
+        print(describe(res))
     elif a.cmd == "bench":
         from .bench import bench
         res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,
@@ -143,7 +154,11 @@ def _run(a: argparse.Namespace) -> int:
             print(f"split lists written under {ds.splits_root}")
     elif a.cmd == "synth":
         from .data.synthetic import render_images_for_handinfo
-        w, h = (int(v) for v in a.size.lower().split("x"))
+        try:
+            w, h = (int(v) for v in a.size.lower().split("x"))
+        except ValueError:
+            from .config import ConfigError
+            raise ConfigError(f"--size {a.size}: expected WIDTHxHEIGHT in pixels, e.g. 1600x1200") from None
         n = render_images_for_handinfo(a.handinfo, a.out, size=(w, h), limit=a.limit)
         print(f"{n} images written to {a.out}")
     return 0

@@ -32,8 +32,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write_json, atomic_write_text
-from .config import identity_dict, repo_path, to_dict
+from .atomic import atomic_write_json, atomic_write_text, inside
+from .config import identity_dict, name_problem, repo_path, to_dict
 from .locks import short_lock
 from .provenance import environment
 
@@ -79,8 +79,16 @@ def slug(text: str, compact: bool = False) -> str:
 
 # --------------------------------------------------------------------------- run folders
 
+def output_folder(out: str | Path) -> Path:
+    """An output folder as given (--run-dir, a profile's output_dir): a folder or not there yet."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunStateError(f"{out}: is a file, not a folder; give an output folder (--run-dir)")
+    return out
+
+
 def run_dir(out: Path, name: str) -> Path:
-    return Path(out) / RUNS / name
+    return inside(out, RUNS, name) if name else Path(out) / RUNS
 
 
 def seed_dir(rdir: Path, seed: int) -> Path:
@@ -89,15 +97,25 @@ def seed_dir(rdir: Path, seed: int) -> Path:
 
 def output_dir(profile, run_dir: str | Path = "") -> Path:
     """A profile's output folder: `run_dir` if given, else its `output_dir`, else outputs/<profile>."""
-    return Path(run_dir) if run_dir else repo_path(profile.output_dir or f"outputs/{profile.name}")
+    return output_folder(Path(run_dir) if run_dir else repo_path(profile.output_dir or f"outputs/{profile.name}"))
 
 
 def read_run(path: Path) -> dict | None:
+    """A run's record, or None where there is none. One that cannot be read is an error, never
+    "no run": the caller would otherwise write a fresh record over the training history."""
     f = Path(path) / "run.json"
-    try:
-        return json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError):
+    if not f.exists():
         return None
+    try:
+        record = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        record = e
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        why = type(record).__name__ if isinstance(record, Exception) else "not a run record"
+        raise RunStateError(f"{f}: cannot be read ({why}); the run's weights and metrics are kept and it is "
+                            "not rewritten: restore run.json (from a backup, or the run's metrics/*.json), "
+                            "or move the run folder away to train it again")
+    return record
 
 
 def write_run(path: Path, record: dict) -> None:
@@ -108,9 +126,10 @@ def all_runs(out: Path) -> list[dict]:
     """Every run record under outputs/<profile>/runs, oldest first."""
     records = []
     for d in sorted((Path(out) / RUNS).glob("*/run.json")):
-        rec = read_run(d.parent)
-        if rec is not None:
-            records.append(rec)
+        try:
+            records.append(read_run(d.parent))
+        except RunStateError:  # listed by nothing, removed by nothing; named where the run is used
+            continue
     return sorted(records, key=lambda r: r.get("created", ""))
 
 
@@ -145,10 +164,14 @@ def index_lock(out: Path) -> contextlib.AbstractContextManager:
 def new_invocation(out: Path, info: dict) -> str:
     """Start an invocation (one `run` of the pipeline); it becomes LATEST."""
     inv = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-    d = Path(out) / INVOCATIONS / inv
+    d = invocation_dir(out, inv)
     atomic_write_json(d / "manifest.json", {"id": inv, "started": now(), **info, "entries": {}})
-    atomic_write_text(Path(out) / INVOCATIONS / "LATEST", inv + "\n")
+    set_latest(out, inv)
     return inv
+
+
+def set_latest(out: Path, inv: str) -> None:
+    atomic_write_text(Path(out) / INVOCATIONS / "LATEST", invocation_dir(out, inv).name + "\n")
 
 
 def latest_invocation(out: Path) -> str | None:
@@ -157,15 +180,29 @@ def latest_invocation(out: Path) -> str | None:
         inv = f.read_text().strip()
     except OSError:
         return None
-    return inv if (Path(out) / INVOCATIONS / inv / "manifest.json").exists() else None
+    if not inv or name_problem(inv):  # LATEST is a record: it names a folder, never a path
+        return None
+    return inv if (invocation_dir(out, inv) / "manifest.json").exists() else None
 
 
 def invocation_dir(out: Path, inv: str) -> Path:
-    return Path(out) / INVOCATIONS / inv
+    return inside(out, INVOCATIONS, inv)
+
+
+def _load_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = e
+    if not isinstance(manifest, dict):
+        why = type(manifest).__name__ if isinstance(manifest, Exception) else "not a manifest"
+        raise RunStateError(f"{path}: cannot be read ({why}); this invocation's record is damaged: start a "
+                            "new invocation (a plain `run`, without --only), or delete that invocation folder")
+    return manifest
 
 
 def read_manifest(out: Path, inv: str) -> dict:
-    return json.loads((invocation_dir(out, inv) / "manifest.json").read_text())
+    return _load_manifest(invocation_dir(out, inv) / "manifest.json")
 
 
 def _manifest_lock(out: Path) -> contextlib.AbstractContextManager:
@@ -177,7 +214,7 @@ def record_entry(out: Path, inv: str, key: str, entry: dict, section: str = "ent
     `section`: "entries" (the experiments' own evaluations) or "transfers" (cross-dataset ones)."""
     path = invocation_dir(out, inv) / "manifest.json"
     with _manifest_lock(out):
-        manifest = json.loads(path.read_text())
+        manifest = _load_manifest(path)
         manifest.setdefault(section, {})[key] = entry
         atomic_write_json(path, manifest)
 
@@ -185,7 +222,7 @@ def record_entry(out: Path, inv: str, key: str, entry: dict, section: str = "ent
 def update_manifest(out: Path, inv: str, **fields: Any) -> None:
     path = invocation_dir(out, inv) / "manifest.json"
     with _manifest_lock(out):
-        manifest = json.loads(path.read_text())
+        manifest = _load_manifest(path)
         manifest.update(fields)
         atomic_write_json(path, manifest)
 
@@ -198,6 +235,8 @@ def relpath(path: Path, out: Path) -> str:
 
 METRICS = "metrics"
 TRANSFER_PREFIX = "transfer__"
+RERANK_SUFFIX = "_rerank"          # the re-ranked twin of a metrics file (evaluation.rerank)
+VERIFICATION = "verification"      # per-seed 1:1 thresholds of a run (load_run(...).verify)
 
 
 def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
@@ -206,10 +245,17 @@ def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
 
 
 def metrics_path(rdir: Path, dataset_key: str, mode: str, n_splits: int, flip: bool,
-                 transfer: bool = False) -> Path:
-    """The metrics file of one (dataset, mode, evaluation settings) in run folder `rdir`."""
-    stem = metrics_stem(dataset_key, mode, n_splits, flip)
+                 transfer: bool = False, reranked: bool = False) -> Path:
+    """The metrics file of one (dataset, mode, evaluation settings) in run folder `rdir`; the
+    k-reciprocal re-ranked twin of a file is `<stem>_rerank.json` beside it."""
+    stem = metrics_stem(dataset_key, mode, n_splits, flip) + (RERANK_SUFFIX if reranked else "")
     return Path(rdir) / METRICS / f"{TRANSFER_PREFIX if transfer else ''}{stem}.json"
+
+
+def verification_thresholds_path(rdir: Path, seed: int, mode: str) -> Path:
+    """The 1:1 operating thresholds of one seed and inference mode (from the training identities),
+    read by `load_run(...).verify`."""
+    return Path(rdir) / VERIFICATION / f"seed{seed}{'_' + mode if mode else ''}.json"
 
 
 def metrics_files(rdir: Path, dataset_key: str, n_splits: int, flip: bool) -> list[Path]:
@@ -249,6 +295,29 @@ def transfer_key(experiment: str, mode: str, train_dataset: str | None, test_dat
     return f"{experiment}{'@' + mode if mode else ''}|{train_dataset or 'zero-shot'}->{test_dataset}"
 
 
+def phases_ran(summary: dict) -> dict[str, list[str]]:
+    """Which training phases of a finished seed ran, and which did not (0 epochs: "this phase does
+    not run"), from its summary.json; recorded with the seed, read by `weights_label`."""
+    phases = summary.get("phases", {})
+    return {"phases_run": [p for p, st in phases.items() if st.get("epochs", 0) > 0],
+            "phases_not_run": [p for p, st in phases.items() if st.get("epochs", 0) == 0]}
+
+
+def weights_label(record: dict, backbone_weights: str, trains: bool) -> str:
+    """What a model's weights are: the backbone's, or trained from them (saying which phases did
+    not run, and "not trained" when none did), from the seeds' records."""
+    if not trains:
+        return backbone_weights
+    seeds = [s for s in record.get("seeds", {}).values() if "phases_run" in s]
+    ran = sorted({p for s in seeds for p in s["phases_run"]})
+    skipped = sorted({p for s in seeds for p in s["phases_not_run"]} - set(ran))
+    if seeds and not ran:
+        return f"{backbone_weights} (not trained: every training phase has 0 epochs)"
+    if skipped:
+        return f"trained from {backbone_weights} (phase {', '.join(skipped)} not run: 0 epochs)"
+    return f"fine-tuned from {backbone_weights}"
+
+
 def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *, method_title: str,
                     trains: bool, device: str, profile: str, invocation: str, seeds: list[int],
                     **extra: Any) -> dict:
@@ -260,7 +329,7 @@ def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *
         "method_title": method_title, "stage": record["stage"], "mode": mode,
         "model": record["experiment"] + (f" [{mode}]" if mode else ""),
         "backbone": backbone.name,
-        "weights": f"fine-tuned from {backbone.weights}" if trains else backbone.weights,
+        "weights": weights_label(record, backbone.weights, trains),
         "pretrained": backbone.pretrained, "weights_sha256": backbone.weights_sha256,
         "quick_gelu": getattr(backbone, "quick_gelu", None),
         "dataset": dataset.key, "data": dataset.description, "real_data": dataset.is_real,

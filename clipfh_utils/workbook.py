@@ -296,6 +296,8 @@ def retrieval_explorer(run: Invocation, metrics: list[dict]):
     for m in metrics:
         if per_query(m) is None:  # metrics written before per-query results were saved: nothing to rank
             continue
+        if (m.get("evaluation") or {}).get("reranked"):  # its ranks are not the features' ranking
+            continue
         ds = run.dataset_named(m["dataset"])
         bank, images = features_of(run, m["run"], m["mode"], split=None, dataset=ds.key)  # every split
         models[m["model"]] = (bank, images, per_query(m), run.protocol(ds))

@@ -23,7 +23,7 @@ ALLOWED = {
     "backbones": {"config", "atomic", "provenance"},
     "training": {"config", "atomic", "console", "backbones", "evaluation", "runlog"},
     "methods": {"config", "atomic", "provenance", "backbones", "training", "evaluation", "data"},
-    "report": {"config", "atomic", "provenance", "runs", "evaluation", "data", "training"},
+    "report": {"config", "atomic", "console", "provenance", "runs", "evaluation", "data", "training"},
     "explain": {"config", "atomic", "backbones", "data", "evaluation"},
     "pipeline": {"config", "atomic", "console", "locks", "provenance", "runs", "runlog", "data", "evaluation",
                  "backbones", "training", "methods", "report"},

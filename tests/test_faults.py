@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import nbformat
+import pandas as pd
 import pytest
 import torch
 
@@ -140,6 +141,8 @@ def world(tmp_path_factory):
     lines[i] = lines[i].replace(",0,0,", ",1,0,", 1)  # one accessories flag flipped
     modified.write_text("".join(lines))
     shutil.copy(REAL_HANDINFO.with_name("HandInfo.csv.sha256"), modified.with_name("HandInfo.csv.sha256"))
+    (inputs / "bare").mkdir()
+    shutil.copy(modified, inputs / "bare" / "HandInfo.csv")  # copied elsewhere without its .sha256
     return {"out": out, "a": a.run_name, "b": b, "inputs": inputs, "base": base}
 
 
@@ -174,6 +177,25 @@ def _tiny_disk(world, mp):
     import collections
     usage = collections.namedtuple("usage", "total used free")
     mp.setattr("clipfh_utils.atomic.shutil.disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+
+
+def _cut_run_json(world, mp):
+    """The finished run A's run.json cut short (a full disk on a file server, a bad copy)."""
+    f = world["out"] / "runs" / world["a"] / "run.json"
+    whole = f.read_bytes()
+    f.write_bytes(whole[:50])
+    return lambda: f.write_bytes(whole)
+
+
+def _cut_manifest(world, mp):
+    (f,) = (world["out"] / "invocations").glob("*/manifest.json")
+    whole = f.read_bytes()
+    f.write_bytes(whole[:40])
+    return lambda: f.write_bytes(whole)
+
+
+def _no_slurm(world, mp):
+    mp.setattr("clipfh_utils.pipeline.sweep.shutil.which", lambda name: None)
 
 
 SMALL_SYNTH = ["data.synthetic_dir={base}/synth", "data.synthetic.n_train_ids=3", "data.synthetic.n_test_ids=3",
@@ -251,6 +273,9 @@ CASES = [
           "--resume-from"]),
     Case("--resume, epochs and lr changed", ["-p", f"{EXP}.finetune.lr=0.01", "-p", f"{EXP}.finetune.epochs=40", "--resume"], 2,
          ["finetune.epochs: 2 (now 40)", "finetune.lr: 0.002 (now 0.01)"]),
+    Case("run.json of a finished run cut short", [], 2,
+         ["runs/{a}/run.json: cannot be read (JSONDecodeError)", "weights and metrics are kept", "not rewritten"],
+         setup=_cut_run_json),
     Case("--resume-from a run that is not there", ["--resume-from", f"{EXP}-0000000000"], 2,
          [f"--resume-from {EXP}-0000000000: no such run", "{b}"]),
     Case("--resume-from a finished run without checkpoint", ["--resume-from", "{a}"], 2,
@@ -268,10 +293,35 @@ CASES = [
     Case("HandInfo.csv modified", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/modified/HandInfo.csv"], 2,
          ["modified/HandInfo.csv: sha256", "differs from HandInfo.csv.sha256", "never built from modified metadata",
           "allow_modified_handinfo=true"], full_argv=True, roots=("splits",)),
-    Case("HandInfo.csv latin-1", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/latin1.csv"], 2,
+    Case("HandInfo.csv modified, copied without its .sha256", ["splits", "--profile", "full", "-p",
+                                                              "data.handinfo={inputs}/bare/HandInfo.csv"], 2,
+         ["bare/HandInfo.csv: sha256", "differs from HandInfo.csv.sha256 beside the split lists in data/splits/11k",
+          "never built from modified metadata"], full_argv=True, roots=("splits",)),
+    # its bytes differ from the original: refused as modified, unless allowed; then it is read and named
+    Case("HandInfo.csv latin-1, refused as modified", ["splits", "--profile", "full", "-p",
+                                                       "data.handinfo={inputs}/latin1.csv"], 2,
+         ["latin1.csv: sha256", "never built from modified metadata"], full_argv=True, roots=("splits",)),
+    Case("HandInfo.csv latin-1", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/latin1.csv", "-p",
+                                  "data.allow_modified_handinfo=true", "-p", "data.splits_dir={base}/latin1_splits"], 2,
          ["latin1.csv row 2: byte 0xe4 at column", "not UTF-8"], full_argv=True, roots=("splits",)),
     Case("HandInfo.csv missing", ["splits", "--profile", "full", "-p", "data.handinfo={inputs}/none.csv"], 2,
          ["none.csv: file not found"], full_argv=True, roots=("splits",)),
+    # ---- raw exceptions that became one-line errors
+    Case("device=gpu", ["-p", "device=gpu"], 2, ["device 'gpu': not a device", "cpu, cuda or cuda:<index>"]),
+    Case("bench --device gpu", ["bench", "--device", "gpu", "--steps", "1"], 2, ["device 'gpu': not a device"],
+         full_argv=True),
+    Case("run folder is a file", ["run", "--profile", "demo", "--run-dir", "{inputs}/garbage.pt", *FAST_P], 2,
+         ["garbage.pt: is a file, not a folder"], full_argv=True),
+    Case("synth --size 10", ["synth", "--out", "{base}/synth_out", "--size", "10"], 2,
+         ["--size 10: expected WIDTHxHEIGHT"], full_argv=True),
+    Case("manifest cut short, --only", ["--only", "04_comparison"], 2,
+         ["manifest.json: cannot be read (JSONDecodeError)", "start a new invocation"], setup=_cut_manifest),
+    Case("Slurm executor without Slurm", ["sweep", "--profile", "demo", "--run-dir", "{out}", *FAST_P, "--grid",
+                                          f"{EXP}.finetune.lr=[0.1]", "--executor", "slurm"], 2,
+         ["--executor slurm: Slurm is not available here"], setup=_no_slurm, full_argv=True),
+    Case("--only: the selected notebook's backbone is checked first", ["--only", "02_stage2_clip_reid", "-p",
+                                                                         f"{EXP}.backbone.weights={{inputs}}/garbage.pt"], 2,
+         ["garbage.pt: not a readable weights file"]),
     Case("--resume with --retrain", ["--resume", "--retrain"], 2, ["retrain: cannot be combined with resume"]),
     Case("unknown notebook", ["--only", "99_nope"], 1, ["unknown notebook(s) 99_nope"]),
 ]
@@ -315,6 +365,31 @@ def test_modified_handinfo_with_the_flag_writes_elsewhere_and_says_so(world, tmp
     assert folder.name.startswith("11k-modified-") and not (splits / "11k").exists()
     assert "'train_images': 889" in captured.out  # the flipped row is an accessory now: one fewer
     assert_nothing_lost(before, snapshot(COMMITTED_SPLITS))
+
+
+def test_the_committed_split_lists_record_the_metadata_they_were_built_from():
+    from clipfh_utils.data.datasets import recorded_source
+    from clipfh_utils.data.handinfo import load_handinfo
+    from clipfh_utils.data.protocol import _csv_text, build_protocol
+    from clipfh_utils.provenance import file_sha256
+    assert recorded_source(COMMITTED_SPLITS) == file_sha256(REAL_HANDINFO)
+    proto = build_protocol(load_handinfo(REAL_HANDINFO), "palmar left", 0, 1)
+    folder = COMMITTED_SPLITS / "palmar_left" / "seed0"
+    assert (folder / "train.csv").read_text() == _csv_text(proto.train)
+    assert (folder / "gallery_00.csv").read_text() == _csv_text(proto.galleries[0])
+
+
+@pytest.mark.slow
+def test_split_lists_record_their_source_and_refuse_other_metadata(world, tmp_path, capsys):
+    splits = tmp_path / "splits"
+    args = ["splits", "--profile", "full", "-p", f"data.splits_dir={splits}", "-p", "protocol.n_splits=1"]
+    assert main(args) == 0
+    assert (splits / "11k" / "HandInfo.csv.sha256").read_text().split()[0] == \
+        REAL_HANDINFO.with_name("HandInfo.csv.sha256").read_text().split()[0]
+    before = snapshot(splits)
+    assert main(args + ["-p", f"data.handinfo={world['inputs']}/bare/HandInfo.csv"]) == 2
+    assert "differs from HandInfo.csv.sha256 beside the split lists" in capsys.readouterr().err
+    assert_nothing_lost(before, snapshot(splits))
 
 
 @pytest.mark.slow
@@ -452,6 +527,23 @@ def test_full_disk_while_writing_the_manifest_keeps_the_previous_one(world_copy,
     assert manifest.read_bytes() == before and not list(manifest.parent.glob(".*.tmp"))
 
 
+@pytest.mark.slow
+def test_full_disk_while_logging_an_epoch_is_one_line_naming_the_folder(world_copy, monkeypatch):
+    out, b = world_copy["out"], world_copy["b"]
+    real = open
+
+    def full_disk(path, mode="r", *a, **k):
+        if str(path).endswith(".jsonl") and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, mode, *a, **k)
+    monkeypatch.setattr(loop_module, "open", full_disk, raising=False)
+    with pytest.raises(DiskFullError) as e:
+        open_run("demo", out, FAST + [f"{EXP}.finetune.lr=0.002", "resume=true"]).run_stage("stage2", progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{out / 'runs' / b / 'seed0'}: disk full while writing log.jsonl") and "\n" not in msg
+    assert "free space there" in msg and "Errno" not in msg
+
+
 def test_foreseen_full_disk_names_folder_and_space():
     with pytest.raises(DiskFullError) as e:
         require_free_space(Path("/"), 1 << 60, "a test")
@@ -555,6 +647,63 @@ def test_a_writer_may_wait_for_the_holder(tmp_path, capsys):
     holder.release()
 
 
+@pytest.mark.slow
+def test_lock_wait_s_waits_for_the_writer_then_loads_the_run_it_finished(world_copy, capsys):
+    """Another process trains run A right now (its seed has a checkpoint, no weights yet); with
+    lock_wait_s a second run of the same experiment waits, then loads what the first finished."""
+    from clipfh_utils.pipeline.preflight import preflight
+    out, a, b = world_copy["out"], world_copy["a"], world_copy["b"]
+    seed = out / "runs" / a / "seed0"
+    kept = out / "kept"
+    kept.mkdir()
+    for f in ("weights.pt", "summary.json"):
+        shutil.move(seed / f, kept / f)
+    shutil.copy(out / "runs" / b / "seed0" / "checkpoint.pt", seed / "checkpoint.pt")
+    holder = RunLock(seed.parent)
+    holder.acquire()
+
+    def finish():
+        for f in ("weights.pt", "summary.json"):
+            shutil.move(kept / f, seed / f)
+        (seed / "checkpoint.pt").unlink()
+        holder.release()
+    timer = threading.Timer(1.5, finish)
+    try:
+        prof = load_profile("demo", FAST + ["lock_wait_s=60"])
+        preflight(prof, "demo", out)  # not "unfinished, use --resume": it is being written
+        timer.start()
+        (res,) = open_run("demo", out, FAST + ["lock_wait_s=60"]).run_stage("stage2", progress=False)
+    finally:
+        timer.cancel()
+        if (seed / "checkpoint.pt").exists():  # failed before the timer ran: leave no live lock behind
+            finish()
+    assert res.run_name == a and res.trained_seeds == []  # loaded, not trained again
+    assert "waiting up to 60 s" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_before_any_notebook_succeeds_does_not_become_the_newest(world_copy, monkeypatch, capsys):
+    from clipfh_utils.runs import latest_invocation, update_manifest
+    out = world_copy["out"]
+    first = latest_invocation(out)
+    runs_ok: list[str] = []
+
+    def notebooks(names, prof, profile_path, params, out_, inv, sockets):
+        status = {n: {"ok": True, "seconds": 1.0} for n in runs_ok}
+        status["01_stage1_zero_shot"] = {"ok": False, "seconds": 1.0, "error": "failed at cell 3 (LockedError: ...)"}
+        update_manifest(out_, inv, notebooks=status)
+        raise runner.PipelineError("notebook 01_stage1_zero_shot failed at cell 3 (LockedError: held)")
+    monkeypatch.setattr(runner, "_run_notebooks", notebooks)
+    argv = ["run", "--profile", "demo", "--run-dir", str(out), *FAST_P]
+    assert main(argv) == 1
+    assert latest_invocation(out) == first and "the newest invocation is " + first in capsys.readouterr().out
+    assert len(list((out / "invocations").glob("*/manifest.json"))) == 2  # its own record stays
+    assert f"Invocation <code>{first}</code>" in (out / "index.html").read_text()
+    runs_ok.append("00_data_filtering")  # one notebook did its work: that run is the newest, failure shown
+    assert main(argv) == 1
+    assert latest_invocation(out) != first
+
+
 def test_a_writer_that_lost_its_lock_stops(tmp_path):
     folder = tmp_path / "runs" / "r"
     lock = RunLock(folder, heartbeat_s=3600)
@@ -633,6 +782,73 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     assert not orphan.exists() and not tmp.exists() and not list(cache.iterdir())
     assert not (out / "runs" / a / "seed0" / "checkpoint.pt").exists() and (out / "runs" / a / "seed0" / "weights.pt").exists()
     assert (out / "runs" / b / "seed0" / "checkpoint.pt").exists()  # unfinished: kept
+
+
+@pytest.mark.slow
+def test_load_run_names_an_unreadable_run_json_and_keeps_it(world_copy):
+    f = world_copy["out"] / "runs" / world_copy["a"] / "run.json"
+    f.write_text('{"name": "x", "conf')
+    with pytest.raises(RunStateError, match=r"run.json: cannot be read \(JSONDecodeError\)"):
+        load_run(f.parent, device="cpu")
+    assert f.read_text() == '{"name": "x", "conf'
+
+
+@pytest.mark.slow
+def test_a_missing_metrics_file_is_a_row_marked_missing_and_said_on_the_console(world_copy, capsys):
+    from clipfh_utils.report.index import render_index
+    from clipfh_utils.report.results import comparison_table, earlier_runs, invocation_metrics
+    out, a = world_copy["out"], world_copy["a"]
+    (f,) = (out / "runs" / a / "metrics").glob("*.json")
+    f.unlink()
+    assert invocation_metrics(out) == []  # the figures' list: nothing to plot
+    assert f"{f}: metrics file of {a} missing" in capsys.readouterr().err
+    table = comparison_table(invocation_metrics(out, missing=True))
+    (row,) = table.to_dict(orient="records")
+    rel = str(f.relative_to(out))  # as the manifest names it: no machine-specific path in a report
+    assert row["run"] == a and row["missing"] == rel and row["mAP"] == "missing"
+    assert rel in row["model"] and pd.isna(row["mAP_mean"])
+    assert a not in set(earlier_runs(out).get("run", []))  # not passed off as an earlier run
+    page = render_index(out, read_manifest(out, (out / "invocations" / "LATEST").read_text().strip())["id"])
+    assert f"metrics file missing: {rel}" in page
+
+
+@pytest.mark.slow
+def test_load_run_names_a_backbone_change_and_the_seeds_that_really_finished(world_copy):
+    out, a, b = world_copy["out"], world_copy["a"], world_copy["b"]
+    with pytest.raises(FileNotFoundError, match=r"seed 0 of this run has not finished training \(finished seeds: none\)"):
+        load_run(out / "runs" / b, device="cpu")
+    f = out / "runs" / a / "run.json"
+    rec = json.loads(f.read_text())
+    rec["config"]["backbone"]["name"] = "tiny-rn"  # edited by hand after training
+    f.write_text(json.dumps(rec))
+    with pytest.raises(CheckpointError, match=r"weights.pt: its 'model' state does not fit the model .*run.json edited"):
+        load_run(f.parent, device="cpu")
+
+
+def test_a_failed_local_job_names_its_error_not_only_its_log():
+    from clipfh_utils.pipeline.sweep import error_line
+    text = ("Traceback (most recent call last):\n  File x\nclipfh_utils.training.loop.NonFiniteLossError: "
+            "non-finite loss in phase 'finetune'\n\nYou can check full logs with 'job.stderr(0)' at paths:\n"
+            "  - /tmp/logs/123_0_log.err\n")
+    assert error_line(text) == "clipfh_utils.training.loop.NonFiniteLossError: non-finite loss in phase 'finetune'"
+    assert error_line("just a line\nlast line") == "last line"
+
+
+@pytest.mark.slow
+def test_clean_stops_on_a_manifest_it_cannot_read_and_removes_nothing(world_copy, capsys):
+    out, a = world_copy["out"], world_copy["a"]
+    orphan = out / "runs" / f"{EXP}-0123456789"
+    shutil.copytree(out / "runs" / a, orphan)
+    atomic_write_json(orphan / "run.json", {**read_run(orphan), "name": orphan.name})
+    (manifest,) = [m for m in (out / "invocations").glob("*/manifest.json") if a in m.read_text()]
+    manifest.write_text(manifest.read_text()[:40])  # cut short: whether it refers to A is unknown
+    before = snapshot(out)
+    for extra in ([], ["--remove"]):
+        assert main(["clean", "--run-dir", str(out), *extra]) == 2
+        line = error_line(capsys.readouterr().err)
+        assert f"{manifest}: cannot be read" in line and "nothing was removed" in line, line
+    assert_nothing_lost(before, snapshot(out))
+    assert (out / "runs" / a / "seed0" / "weights.pt").exists() and orphan.exists()
 
 
 # --------------------------------------------------------------------------- kill -9, a subprocess

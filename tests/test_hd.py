@@ -235,3 +235,50 @@ def test_hd_runs_through_the_pipeline_with_both_protocols(hd, tmp_path):
     # mbanet's gallery holds the 3 extra subjects: it can only rank the true match lower
     ranks = res.per_query.pivot_table(index=["split", "query"], columns="protocol", values="rank")
     assert (ranks["mbanet"] >= ranks["clipfh"]).all() and np.isfinite(ranks.values).all()
+
+
+def test_a_refused_threshold_or_an_interrupted_write_leaves_the_split_lists_whole(hd, tmp_path, monkeypatch):
+    from clipfh_utils.data import hd as hd_module
+    listing = scan_hd(hd)
+    root = tmp_path / "splits"
+    load_hd_protocol(listing, root, T, 0, 2)
+    d = split_dir(root, "dorsal", 0)
+
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(d.parent.rglob("*")) if p.is_file()}
+    before = files()
+    assert len(before) == 3 + 3 * 2 + 1
+    with pytest.raises(ConfigError, match="data.hd_id_threshold = 600 leaves"):
+        load_hd_protocol(listing, root, 600, 0, 2)
+    assert files() == before
+    real = hd_module.write_split_files
+
+    def interrupted(proto, splits_root, folder=None):
+        real(proto, splits_root, folder)
+        (folder / "gallery_00.csv").unlink()  # half a set written, then the process dies
+        raise KeyboardInterrupt
+    monkeypatch.setattr(hd_module, "write_split_files", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_hd_protocol(listing, root, T - 1, 0, 3)
+    assert files() == before and sorted(p.name for p in d.parent.iterdir()) == ["seed0"]
+    monkeypatch.undo()
+    assert load_hd_protocol(listing, root, T, 0, 2).n_splits == 2  # the next valid run reads them
+    assert files() == before
+
+
+@pytest.mark.slow
+def test_notebook_00_shows_an_hd_only_profiles_listing_and_counts(tmp_path):
+    import json
+    from clipfh_utils.pipeline.runner import run_pipeline
+    out = tmp_path / "out"
+    run_pipeline("demo", only=["00_data_filtering"], run_dir=out, params=[
+        "datasets=[{dataset: hd-synthetic}]", f"data.synthetic_dir={tmp_path / 's'}", "data.hd_id_threshold=6",
+        "data.synthetic_hd={n_ids: 10, n_extra_ids: 3, size: [48, 36]}", "protocol.n_splits=2"])
+    (inv,) = [d for d in (out / "invocations").iterdir() if d.is_dir()]
+    counts = (inv / "tables" / "00_data_filtering" / "aspect_counts.csv").read_text().splitlines()
+    assert counts[0].startswith("aspect,images,with_accessories,kept,ids,id_threshold,train_ids,test_ids")
+    assert counts[1].startswith("dorsal,") and ",10,6,6,4,3," in counts[1]  # 10 subjects, ids <= 6 train
+    hd = (inv / "tables" / "00_data_filtering" / "hd_counts.csv").read_text()
+    assert "hd-synthetic/dorsal" in hd
+    status = json.loads((inv / "manifest.json").read_text())["notebooks"]["00_data_filtering"]
+    assert status["ok"] is True

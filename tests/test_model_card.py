@@ -105,13 +105,21 @@ def test_verification_and_group_figures_appear_where_a_metrics_file_has_them(dem
     shutil.copytree(demo["res"].run_dir, rdir)
     f = sorted((rdir / "metrics").glob("*.json"))[0]
     m = json.loads(f.read_text())
-    eer = {("clipfh", 0): 10.0, ("clipfh", 1): 14.0, ("mbanet", 0): 20.0, ("mbanet", 1): 30.0}
-    m["verification"] = {"per_split": [{"protocol": p, "split": i, "seed": 0, "eer": v} for (p, i), v in eer.items()]}
+    m["verification"] = {"clipfh": {"eer": {"mean": 12.0, "split_sd": 2.83, "seed_sd": None, "lo": 9.5, "hi": 15.25},
+                                    "fnmr@fmr=0.001": {"na": "n/a (needs >= 1000 impostor pairs)"},
+                                    "det": {"fmr": [0.1], "fnmr_mean": [0.2]}, "n_genuine": 40},
+                         "mbanet": {"eer": {"mean": 25.0, "split_sd": 7.07, "seed_sd": 0.5}}}
+    m["open_set"] = {"clipfh": {"fnir@fpir=0.1": {"mean": 33.0, "split_sd": 1.0, "seed_sd": None}}}
     m["groups"] = [{"factor": "gender", "group": "female", "n_ids": 5, "rank1": 41.5},
                    {"factor": "gender", "group": "male", "n_ids": 7, "rank1": 38.25}]
     f.write_text(json.dumps(m))
     s = sections(ModelCard.load(write_model_card(rdir)))
     assert "| female | 5 | 41.5 |" in s["Factors"] and "| male | 7 | 38.25 |" in s["Factors"]
     block = s["Metrics"].split(f"### `{f.name}`")[1].split("### ")[0]
-    assert "verification:" in block
-    assert "| eer | 12.00 | 2.83 | n/a | 2 | 1 |" in block and "| eer | 25.00 | 7.07 | n/a | 2 | 1 |" in block
+    assert "Verification (1:1" in block and "Open-set identification" in block
+    rows = [r for r in block.splitlines() if r.startswith("| ") and ("eer" in r or "@" in r)]
+    assert any("| eer | 12.00 | 2.83 | n/a | [9.50, 15.25] |" in r for r in rows), rows
+    assert any("| eer | 25.00 | 7.07 | 0.50 |  |" in r for r in rows), rows
+    assert any("| fnmr@fmr=0.001 | n/a (needs >= 1000 impostor pairs) |" in r for r in rows), rows
+    assert any("| fnir@fpir=0.1 | 33.00 | 1.00 | n/a |" in r for r in rows), rows
+    assert not any("det" in r or "n_genuine" in r for r in rows)  # curves and counts are not figures

@@ -237,8 +237,8 @@ def test_person_dataset_runs_through_the_pipeline_camera_aware(tmp_path, capsys)
 
 
 def test_published_person_csv_holds_the_papers_numbers():
-    from clipfh_utils.report.results import published_person
-    t = published_person().set_index(["aspect", "method"])
+    from clipfh_utils.report.results import PROTOCOL_LABELS, published_person
+    t = published_person(PROTOCOL_LABELS["person"]).set_index(["aspect", "method"])
     assert len(t) == 8 and t["protocol"].str.startswith("person").all()
     assert (t.loc[("MSMT17", "CLIP-ReID ViT-B/16"), "mAP"], t.loc[("MSMT17", "CLIP-ReID ViT-B/16"), "rank1"]) == (73.4, 88.7)
     assert (t.loc[("MSMT17", "PromptSG ViT-B/16"), "mAP"], t.loc[("Market-1501", "PromptSG RN50"), "mAP"]) == (87.2, 91.8)
@@ -345,3 +345,11 @@ def test_person_configs_differ_from_the_hand_recipes_only_in_the_person_settings
         d["backbone"].pop("normalize", None)
         d["prompt"] = {k: v for k, v in d["prompt"].items() if k not in ("template", "fixed")}
     assert a == b
+
+
+def test_a_replacement_similarity_is_ranked_camera_aware_too():
+    qf, gf, qp, gp, qc, gc = random_case(np.random.default_rng(5))
+    flipped = lambda q, g: -(q @ g.T)  # noqa: E731
+    got = person_metrics(qf, gf, qp, gp, qc, gc, return_per_query=True, similarity=flipped)
+    ranks, aps = brute_force((-(qf @ gf.T)).tolist(), qp.tolist(), gp.tolist(), qc.tolist(), gc.tolist())
+    assert got["rank"].tolist() == ranks.tolist() and got["mAP"] == pytest.approx(aps.mean() * 100)

@@ -163,3 +163,25 @@ def test_a_run_that_loses_its_lock_mid_training_stops_without_writing_more(tmp_p
     (rdir,) = [d for d in (tmp_path / "runs").iterdir() if d.name.startswith("demo_tiny_vit-")]
     assert not list(rdir.rglob("weights.pt")) and not list(rdir.rglob("*.per_query.csv.gz"))
     assert json.loads((rdir / LOCK_FILE).read_text())["token"] == "other-writer"  # theirs, untouched
+
+
+@pytest.mark.slow
+def test_a_phase_with_0_epochs_does_not_run_and_is_recorded_and_labelled_so(tmp_path):
+    import json
+    from clipfh_utils.report.plotting import training_curves
+    no_finetune = [x for x in FAST if "finetune.epochs" not in x] + ["demo_tiny_vit.finetune.epochs=0"]
+    (res,) = open_run("demo", tmp_path, no_finetune).run_stage("stage2", progress=False)
+    seed = json.loads((res.run_dir / "run.json").read_text())["seeds"]["0"]
+    assert seed["phases_run"] == ["prompt"] and seed["phases_not_run"] == ["finetune"]
+    payload = json.loads(res.metrics_files[""].read_text())
+    assert payload["weights"].startswith("trained from ") and "phase finetune not run: 0 epochs" in payload["weights"]
+    assert "fine-tuned" not in payload["weights"]
+    epochs = res.logs("epoch")
+    assert set(epochs["phase"]) == {"prompt"}
+    training_curves(epochs)  # the notebook's figure: only the phase that ran
+    nothing = no_finetune + ["demo_tiny_vit.prompt.epochs=0"]
+    (res,) = open_run("demo", tmp_path, nothing).run_stage("stage2", progress=False)
+    payload = json.loads(res.metrics_files[""].read_text())
+    assert "(not trained: every training phase has 0 epochs)" in payload["weights"]
+    assert res.logs("epoch").empty
+    training_curves(res.logs("epoch"))  # an empty log draws a note, not a KeyError

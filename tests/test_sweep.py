@@ -91,3 +91,19 @@ def test_sweep_resume_continues_only_the_variants_that_have_a_run(tmp_path):
     (started / "run.json").write_text(json.dumps({"name": jobs[0].runs[0], "experiment": "demo_tiny_vit"}))
     _, _, jobs = plan_sweep("demo", FAST + ["resume=true"], grid, tmp_path)
     assert "resume=false" not in jobs[0].overrides and jobs[1].overrides[-1] == "resume=false"
+
+
+def test_a_dry_run_lists_the_jobs_and_writes_nothing(tmp_path, capsys):
+    from clipfh_utils.cli import main
+    from clipfh_utils.runs import latest_invocation, new_invocation
+    out = tmp_path / "out"
+    argv = ["sweep", "--profile", "demo", "--grid", f"{LR}=[0.001, 0.003]", "--run-dir", str(out),
+            *(x for item in FAST for x in ("-p", item)), "--dry-run"]
+    assert main(argv) == 0
+    assert not out.exists()  # not even the folder
+    assert capsys.readouterr().out.count("pending  demo_tiny_vit {") == 2
+    inv = new_invocation(out, {"profile": "demo"})  # an earlier `run`: still the newest afterwards
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(argv) == 0
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert latest_invocation(out) == inv

@@ -58,12 +58,17 @@ class ClipModel:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    """The torch device a profile's `device` names; a name torch does not know is a ConfigError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{device}' requested but CUDA is not available; "
-                           "set device: cpu (or auto) in the profile")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device '{device}': not a device; use auto, cpu, cuda or cuda:<index>") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available; "
+                          "set device: cpu (or auto) in the profile")
+    return dev
 
 
 def _openai_arch(name: str) -> bool:

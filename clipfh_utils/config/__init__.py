@@ -12,20 +12,21 @@ Field metadata understood by `build`:
 - `internal=True`: filled by code, never read from YAML.
 
 Modules by job: `validation` (building dataclasses, plain-data views), `overrides` (the `-p`
-form), `files` (paths, YAML files), `profile` (the shared schemas, `load_profile`).
+form), `files` (paths, YAML files), `profile` (the shared schemas, `load_profile`), `evaluation` (the
+profile's evaluation settings).
 """
-from .files import (CONFIG_DIR, HOME_ENV, PACKAGE_CHECKOUT, REPO_ROOT, display_path, find_home, is_checkout,
-                    load_yaml, repo_path, resolve_config_path)
+from .evaluation import EvaluationCfg
+from .files import (CONFIG_DIR, HOME_ENV, PACKAGE_CHECKOUT, REPO_ROOT, display_path, find_home, is_checkout, load_yaml,
+                    repo_path, resolve_config_path)
 from .overrides import (Override, merge_into, parse_override, parse_overrides)
 from .profile import (ASPECTS, BackboneCfg, DataCfg, DatasetRef, HD_ASPECT, HD_KINDS, PERSON_ASPECT, PERSON_KINDS,
                       PROFILE_KEYS, Profile, ProtocolCfg, SyntheticCfg, SyntheticHdCfg, SyntheticPersonCfg,
                       TransferCfg, load_profile)
-from .validation import (ConfigError, build, check_increasing, config_diff, flatten, identity_dict, setting,
+from .validation import (ConfigError, build, check_increasing, config_diff, flatten, identity_dict, name_problem, setting,
                          to_dict)
 
-__all__ = ["ASPECTS", "BackboneCfg", "CONFIG_DIR", "ConfigError", "DataCfg", "DatasetRef", "HD_ASPECT",
-           "HD_KINDS", "HOME_ENV", "Override", "PACKAGE_CHECKOUT", "PERSON_ASPECT", "PERSON_KINDS", "PROFILE_KEYS", "Profile", "ProtocolCfg",
-           "REPO_ROOT", "SyntheticCfg", "SyntheticHdCfg", "SyntheticPersonCfg", "TransferCfg", "build",
-           "check_increasing", "config_diff", "display_path",
-           "find_home", "flatten", "identity_dict", "is_checkout", "load_profile", "load_yaml", "merge_into", "parse_override",
+__all__ = ["PERSON_ASPECT", "PERSON_KINDS", "SyntheticPersonCfg", "ASPECTS", "BackboneCfg", "CONFIG_DIR", "ConfigError", "DataCfg", "DatasetRef", "EvaluationCfg", "HD_ASPECT",
+           "HD_KINDS", "Override", "PROFILE_KEYS", "Profile", "ProtocolCfg", "REPO_ROOT", "SyntheticCfg",
+           "SyntheticHdCfg", "TransferCfg", "build", "check_increasing", "config_diff", "display_path",
+           "flatten", "HOME_ENV", "PACKAGE_CHECKOUT", "find_home", "is_checkout", "identity_dict", "load_profile", "load_yaml", "merge_into", "name_problem", "parse_override",
            "parse_overrides", "repo_path", "resolve_config_path", "setting", "to_dict"]

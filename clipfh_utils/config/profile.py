@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
+from .evaluation import EvaluationCfg
 from .files import display_path, load_yaml, resolve_config_path
 from .overrides import merge_into, parse_override
-from .validation import ConfigError, build, setting
+from .validation import ConfigError, build, name_problem, setting
 
 ASPECTS: tuple[str, ...] = ("dorsal right", "dorsal left", "palmar right", "palmar left")
 HD_KINDS: tuple[str, ...] = ("hd", "hd-synthetic")  # the HD dataset has one aspect: "dorsal"
@@ -150,6 +151,7 @@ class Profile:
     data: DataCfg = field(default_factory=DataCfg)
     datasets: list[DatasetRef] = field(default_factory=lambda: [DatasetRef()])
     protocol: ProtocolCfg = field(default_factory=ProtocolCfg)
+    evaluation: EvaluationCfg = field(default_factory=EvaluationCfg)
     transfer: TransferCfg = field(default_factory=TransferCfg)
     backbones: list[BackboneCfg] = field(default_factory=list)  # the zero-shot models of "stage1"
     # "stage1" (zero-shot, one per backbone) and method configs, e.g. "clip_reid/stage2_vitb16"
@@ -171,6 +173,8 @@ class Profile:
     cli_overrides: list[str] = setting(factory=list, internal=True)  # experiment `-p` items
 
     def check(self, where: str) -> None:
+        if name_problem(self.name):
+            raise ConfigError(f"{where}.name: {name_problem(self.name)}")
         if self.resume and self.retrain:
             raise ConfigError(f"{where}.retrain: cannot be combined with resume (--resume continues a run, "
                               "--retrain starts a new one beside it); give one of them")

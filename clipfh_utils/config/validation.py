@@ -3,10 +3,23 @@ key; `to_dict`/`identity_dict` give the plain-data views that run records and ru
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import field
 from typing import Any, Literal, Sequence, Union
+
+_NAME_CHARS = "letters, digits, '-', '_' and '.' (not first), at most 100"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` (a profile, experiment or variant name) cannot be one folder or file name, or None.
+    Names become path components: '../x', 'a/b' or '.hidden' would write outside their folder."""
+    if _SAFE_NAME.fullmatch(name):
+        return None
+    return f"{name!r} is not a safe folder name; use {_NAME_CHARS}"
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be turned into a valid run description."""

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write_text
 from ..config import HD_KINDS, display_path
 from ..provenance import file_sha256, files_digest
-from .handinfo import ASPECTS, HandRecord, aspect_slug, load_handinfo
+from .handinfo import ASPECTS, HandInfoError, HandRecord, aspect_slug, load_handinfo
 from .image_cache import check_images, load_images
-from .protocol import Protocol, SplitRow, build_protocol, read_split_files, split_dir, write_split_files
+from .protocol import (Protocol, SplitRow, aspect_counts, build_protocol, read_split_files, split_dir,
+                       write_split_files)
 
 
 @dataclass
@@ -50,6 +52,10 @@ class HandDataset:
     def records(self) -> list[HandRecord]:
         return load_handinfo(self.handinfo, check_sha256=False)  # checked by prepare_dataset
 
+    def aspect_counts(self) -> list[dict]:
+        """Images, accessories filtered out, identities per aspect (notebook 00's table)."""
+        return aspect_counts(self.records())
+
     def protocol(self) -> Protocol:
         """The protocol as written in the split files (created first if they do not exist yet)."""
         if self._protocol is None:
@@ -71,16 +77,34 @@ class HandDataset:
                 "train_images_sha256": files_digest(self.images_dir, train_names)}
 
 
+SOURCE_RECORD = "HandInfo.csv.sha256"  # beside a set of split lists: the metadata they were built from
+
+
+def recorded_source(splits_root: Path) -> str | None:
+    """The sha256 of the HandInfo.csv the split lists under `splits_root` were built from."""
+    f = Path(splits_root) / SOURCE_RECORD
+    words = f.read_text().split() if f.exists() else []
+    return words[0].strip().lower() if words else None
+
+
 def write_all_splits(ds: HandDataset, seed: int, n_splits: int) -> dict[str, Protocol]:
     """Build and write the split lists of all four aspects (HD: of its one); returns them by aspect."""
     if ds.kind in HD_KINDS:
         return ds.write_splits(seed, n_splits)
     records = ds.records()
+    sha = file_sha256(ds.handinfo)
+    recorded = recorded_source(ds.splits_root)
+    if recorded not in (None, sha):  # splits_root_for chose this folder for other metadata
+        raise HandInfoError(f"{display_path(ds.splits_root)}: its split lists were built from metadata with "
+                            f"sha256 {recorded[:12]}..., not {display_path(ds.handinfo)} ({sha[:12]}...); "
+                            "nothing was rewritten")
     out = {}
     for aspect in ASPECTS:
         proto = build_protocol(records, aspect, seed, n_splits)
         write_split_files(proto, ds.splits_root)
         out[aspect] = proto
+    if recorded is None:
+        atomic_write_text(Path(ds.splits_root) / SOURCE_RECORD, f"{sha}  {ds.handinfo.name}\n")
     return out
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_folder, atomic_write_json
 from ..config import HD_ASPECT, ConfigError, display_path
 from ..provenance import files_digest
 from .datasets import HandDataset
@@ -201,10 +201,10 @@ def load_hd_protocol(listing: HdListing, splits_root: Path, threshold: int, seed
         have = {}
     same = {k: v for k, v in have.items() if k != "n_splits"} == {k: v for k, v in want.items() if k != "n_splits"}
     if force or not (same and have.get("n_splits", 0) >= n_splits):
-        for old in d.glob("*.csv"):  # a shorter set of splits must not leave stale files behind
-            old.unlink()
-        write_split_files(build_hd_protocol(listing, threshold, seed, n_splits), splits_root)
-        atomic_write_json(d / LISTING_FILE, want)
+        proto = build_hd_protocol(listing, threshold, seed, n_splits)  # a refused threshold touches nothing
+        with atomic_folder(d) as tmp:  # the whole set replaced at once: no stale or missing file
+            write_split_files(proto, splits_root, tmp)
+            atomic_write_json(tmp / LISTING_FILE, want)
         c = want["counts"]
         print(f"[clipfh] HD listing {display_path(listing.root)}: {c['main_ids']} subjects "
               f"({c['main_images']} images) in {listing.main_folder}, {c['extra_ids']} extra subjects "
@@ -243,6 +243,14 @@ class HdDataset(HandDataset):
         """Write the split lists (HD has one aspect); what `write_all_splits` does for 11k."""
         return {HD_ASPECT: load_hd_protocol(self.listing, self.splits_root, self.id_threshold, seed, n_splits,
                                             force=True)}
+
+    def aspect_counts(self) -> list[dict]:
+        """HD's one aspect in the columns of the 11k table: no accessories filter (none removed),
+        the subjects split by the threshold; the extra subjects (distractors) beside them."""
+        c = self.listing.counts(self.id_threshold)
+        return [{"aspect": HD_ASPECT, "images": c["main_images"], "with_accessories": 0, "kept": c["main_images"],
+                 "ids": c["main_ids"], "id_threshold": self.id_threshold, "train_ids": c["train_ids"],
+                 "test_ids": c["test_ids"], "extra_ids": c["extra_ids"], "extra_images": c["extra_images"]}]
 
     def counts(self) -> dict[str, int]:
         """Subjects and images found in the folder, split by the threshold (recorded with the lists)."""

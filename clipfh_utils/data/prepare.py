@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import HD_ASPECT, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
 from ..console import note
-from .datasets import HandDataset
+from .datasets import SOURCE_RECORD, HandDataset, recorded_source
 from .handinfo import HandInfoError, handinfo_checksum
 from .hd import ORIGINAL, HdDataset, scan_hd
 from .person import prepare_person
@@ -20,18 +20,22 @@ from .synthetic import GENERATOR_VERSION, generate_synthetic_dataset, generate_s
 
 
 def splits_root_for(data: DataCfg, handinfo: Path) -> Path:
-    """Where the split lists of the 11k metadata live: the committed ones for the verified
-    HandInfo.csv. Metadata whose sha256 differs never rewrites them: it is an error, or, with
-    `data.allow_modified_handinfo`, its split lists go to a folder of their own (said on the console)."""
+    """Where the split lists of the 11k metadata live: the committed ones for the metadata they
+    were built from (its sha256 is recorded beside them, so a modified copy elsewhere, with or
+    without a `.sha256` of its own, is recognised). Other metadata never rewrites them: it is an
+    error, or, with `data.allow_modified_handinfo`, its split lists go to a folder of their own
+    (said on the console)."""
     committed = repo_path(data.splits_dir) / "11k"
     if not handinfo.exists():
         raise HandInfoError(f"{handinfo}: file not found; put the 11k Hands HandInfo.csv there "
                             "(a copy ships in data/11k/HandInfo.csv)")
-    actual, expected = handinfo_checksum(handinfo)
+    actual, beside = handinfo_checksum(handinfo)
+    recorded = recorded_source(committed)
+    expected, against = ((recorded, f"{SOURCE_RECORD} beside the split lists in {display_path(committed)}")
+                         if recorded else (beside, f"{handinfo.name}.sha256"))
     if expected is None or actual == expected:
         return committed
-    what = (f"{display_path(handinfo)}: sha256 {actual[:12]}... differs from {handinfo.name}.sha256 "
-            f"({expected[:12]}...)")
+    what = f"{display_path(handinfo)}: sha256 {actual[:12]}... differs from {against} ({expected[:12]}...)"
     if not data.allow_modified_handinfo:
         raise HandInfoError(f"{what}; the committed split lists in {display_path(committed)} are never built "
                             "from modified metadata: restore the original file, or pass "

@@ -159,9 +159,10 @@ def split_dir(root: str | Path, aspect: str, seed: int) -> Path:
     return Path(root) / aspect_slug(aspect) / f"seed{seed}"
 
 
-def write_split_files(proto: Protocol, root: str | Path) -> Path:
-    """Write train/val/test and per-split query/gallery lists; returns the folder."""
-    out = split_dir(root, proto.aspect, proto.seed)
+def write_split_files(proto: Protocol, root: str | Path, folder: Path | None = None) -> Path:
+    """Write train/val/test and per-split query/gallery lists; returns the folder (`folder`, or
+    the protocol's own under `root`)."""
+    out = folder or split_dir(root, proto.aspect, proto.seed)
     out.mkdir(parents=True, exist_ok=True)
     files = {"train.csv": proto.train, "val.csv": proto.val, "test.csv": proto.test}
     for i in range(proto.n_splits):

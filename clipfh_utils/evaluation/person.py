@@ -46,9 +46,9 @@ def camera_aware_ranks(sim: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Te
 
 def person_metrics(qf: torch.Tensor, gf: torch.Tensor, q_pids, g_pids, q_cams, g_cams,
                    ks: Sequence[int] = (1, 5, 10), return_cmc: bool = False,
-                   return_per_query: bool = False) -> dict:
+                   return_per_query: bool = False, similarity=None) -> dict:
     """Rank-k and mAP in percent from query and gallery features (similarity = dot product, i.e.
-    cosine for L2-normalised features), scored in chunks of queries (bounded memory); the same keys as
+    cosine for L2-normalised features; `similarity(qf, gf)` replaces it), scored in chunks of queries; the same keys as
     `rank.rank_metrics` ("cmc": percent at ranks 1..G; "rank", "ap": per query)."""
     as_t = lambda x: torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,  # noqa: E731
                                      device=qf.device).long()
@@ -57,10 +57,12 @@ def person_metrics(qf: torch.Tensor, gf: torch.Tensor, q_pids, g_pids, q_cams, g
         raise ValueError(f"{qf.shape[0]} query features, {qp.numel()} ids, {qc.numel()} cameras; "
                          f"{gf.shape[0]} gallery features, {gp.numel()} ids, {gc.numel()} cameras: must agree")
     ranks, aps = [], []
+    full = None if similarity is None else similarity(qf, gf)   # e.g. re-ranking: needs every query at once
     chunk = max(1, QUERY_CHUNK_ELEMENTS // max(1, gp.numel()))   # ~1 GB of intermediates per chunk
     for s in range(0, qp.numel(), chunk):
         sl = slice(s, s + chunk)
-        r, a = camera_aware_ranks(qf[sl].float() @ gf.float().T, qp[sl], gp, qc[sl], gc)
+        block = qf[sl].float() @ gf.float().T if full is None else full[sl].float()
+        r, a = camera_aware_ranks(block, qp[sl], gp, qc[sl], gc)
         ranks.append(r.cpu())
         aps.append(a.cpu())
     rank, ap = torch.cat(ranks).numpy(), torch.cat(aps).numpy()

@@ -12,7 +12,7 @@ The person benchmarks' camera-aware evaluation (protocol "person") is the kernel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,11 +102,15 @@ class FeatureBank:
 def evaluate_protocol(bank: FeatureBank, proto: Protocol,
                       protocols: Sequence[str] | None = None,
                       ks: Sequence[int] = (1, 5, 10), with_cmc: bool = False,
-                      per_query: list | None = None) -> pd.DataFrame:
+                      per_query: list | None = None,
+                      similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                      ) -> pd.DataFrame:
     """Per-split metrics for each protocol: columns protocol, split, rank1, rank5, rank10, mAP.
 
     With a list as `per_query`, one DataFrame per (protocol, split) is appended to it: query
-    image, identity, rank of the first match, AP. `protocols`: None = the protocol's own `evaluations`.
+    image, identity, rank of the first match, AP. `similarity(query_feats, gallery_feats)` replaces
+    the cosine similarity (k-reciprocal re-ranking passes minus its distance). `protocols`: None = the
+    protocol's own `evaluations`.
     """
     rows = []
     for name in proto.evaluations if protocols is None else protocols:
@@ -119,9 +123,10 @@ def evaluate_protocol(bank: FeatureBank, proto: Protocol,
                 cams = proto.cameras
                 res = person_metrics(qf, gf, ql, gl, [cams[r.image_name] for r in queries],
                                      [cams[r.image_name] for r in gallery], ks=ks, return_cmc=with_cmc,
-                                     return_per_query=per_query is not None)
+                                     return_per_query=per_query is not None, similarity=similarity)
             else:
-                res = rank_metrics(qf @ gf.T, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc,
+                sim = qf @ gf.T if similarity is None else similarity(qf, gf)
+                res = rank_metrics(sim, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc,
                                    return_per_query=per_query is not None)
             if per_query is not None:
                 per_query.append(pd.DataFrame({

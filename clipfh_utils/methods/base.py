@@ -17,7 +17,7 @@ from torch import nn
 
 from ..backbones.loading import ClipModel, input_size_problem, load_clip
 from ..backbones.weights import weights_sha256 as clip_weights_sha256
-from ..config import BackboneCfg, ConfigError, setting
+from ..config import BackboneCfg, ConfigError, name_problem, setting
 from ..training.data import TrainData
 from ..training.loop import Phase
 
@@ -54,6 +54,8 @@ class ExperimentCfg:
     flip_test: bool = setting(False, identity=False)  # average features of image and mirror image
 
     def check(self, where: str) -> None:
+        if self.name and name_problem(self.name):  # "" only for configs built by hand (tests, bench)
+            raise ConfigError(f"{where}.name: {name_problem(self.name)}")
         if not self.seeds:
             raise ConfigError(f"{where}.seeds: give at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):

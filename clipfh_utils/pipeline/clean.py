@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..locks import LOCK_FILE, STALE_S, read_lock, staleness
-from ..runs import INVOCATIONS, all_runs, folder_size, run_dir
+from ..runs import INVOCATIONS, RunStateError, all_runs, folder_size, output_folder, run_dir
 from ..training.loop import Trainer, is_finished
 
 
@@ -31,13 +31,18 @@ def _size(p: Path) -> int:
 
 
 def _referenced_runs(out: Path) -> set[str]:
+    """Every run an invocation refers to; a manifest that cannot be read stops `clean` (the runs it
+    refers to are unknown, and a finished run is never removed on a guess)."""
     names = set()
-    for f in (out / INVOCATIONS).glob("*/manifest.json"):
+    for f in sorted((out / INVOCATIONS).glob("*/manifest.json")):
         try:
-            entries = json.loads(f.read_text()).get("entries", {})
-        except (OSError, json.JSONDecodeError):
-            continue
-        names.update(e.get("run") for e in entries.values())
+            manifest = json.loads(f.read_text())
+            for section in ("entries", "transfers"):
+                names.update(e["run"] for e in manifest.get(section, {}).values())
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            raise RunStateError(f"{f}: cannot be read (cut short, or edited by hand), so the runs it refers "
+                                "to are unknown; nothing was removed: repair that manifest or delete its "
+                                "invocation folder, then run clean again") from None
     return names
 
 
@@ -56,7 +61,7 @@ def _old_temps(folder: Path) -> list[Removable]:
 
 def removable(out: Path, cache_dir: Path | None = None) -> tuple[list[Removable], list[str]]:
     """What can be removed under `out` (and the decode caches in `cache_dir`), and what is kept, why."""
-    out = Path(out)
+    out = output_folder(out)
     items: list[Removable] = []
     kept: list[str] = []
     used = _referenced_runs(out)

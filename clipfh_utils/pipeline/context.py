@@ -125,14 +125,17 @@ def _bars(progress: bool | None) -> bool:
 
 
 def open_run(profile: str | Path = "demo", run_dir: str | Path = "", overrides: list[str] | None = None,
-             invocation: str = "") -> Invocation:
-    """Load the profile, prepare its datasets and output folder, and join (or start) an invocation."""
+             invocation: str = "", *, read_only: bool = False) -> Invocation:
+    """Load the profile, prepare its datasets and output folder, and join (or start) an invocation.
+    `read_only`: touch nothing in the output folder (no invocation: `sweep --dry-run` plans with it)."""
     prof = load_profile(profile, overrides)
     source = display_path(resolve_config_path(profile, "profiles"))
     out = output_dir(prof, run_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(prof.device)
     datasets = [prepare_dataset(prof.data, ref, prof.protocol) for ref in prof.datasets]
+    if read_only:
+        return Invocation(prof, out, device, datasets, invocation, source)
+    out.mkdir(parents=True, exist_ok=True)
     info = {"profile": prof.name, "profile_config": to_dict(prof), "overrides": list(overrides or []),
             "data": [ds.description for ds in datasets], "real_data": all(ds.is_real for ds in datasets),
             "device": str(device), "environment": environment()}

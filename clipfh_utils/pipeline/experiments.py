@@ -26,11 +26,12 @@ from ..data.datasets import HandDataset
 from ..locks import RunLock
 from ..methods import Backbone, BuildContext, ExperimentCfg, Method, get_method
 from ..provenance import environment
-from ..runs import now, read_run, seed_dir, write_run
+from ..runs import now, phases_ran, read_run, seed_dir, write_run
 from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
 from ..training.weights import store_half_if_exact
+from .biometrics import check_settings, write_thresholds
 from .evaluate import EvalResult, evaluate_model, save_metrics
 from .resolve import Experiment
 from .run_state import RunTarget, disk_need, note_version_drift, plan_run, target_name
@@ -123,10 +124,15 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     clip0 = load_backbone(exp.cfg, run.device, exp.method)
     class_ids = ds.protocol().class_ids
     exp.check_data(len(class_ids))
+    check_settings(profile.evaluation, ds.protocol())
     target = plan_run(run.run_dir, profile, exp, ds)
     for n in target.notes:
         note(n)
     with RunLock(target.dir, wait_s=profile.lock_wait_s) as lock:
+        if target.held:  # the other writer is done: what it left decides what happens now
+            target = plan_run(run.run_dir, profile, exp, ds, holding=True)
+            for n in target.notes:
+                note(n)
         return _run_locked(run, exp, ds, clip0, class_ids, target, lock, progress)
 
 
@@ -168,12 +174,17 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
             trained.append(seed)
             summary = json.loads((folder / Trainer.SUMMARY).read_text())
             record["seeds"][str(seed)] = {"finished": True, "trained": now(), "environment": environment(),
-                                          **{k: summary[k] for k in summary if k.startswith(("weights_", "fp16_"))}}
+                                          **{k: summary[k] for k in summary if k.startswith(("weights_", "fp16_"))},
+                                          **phases_ran(summary)}
             write_run(rdir, record)
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():
             label = cfg.name + (f" [{mode}]" if mode else "") + (f" seed {seed}" if method.trains else "")
-            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label)
+            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label,
+                                settings=profile.evaluation)
+            if profile.evaluation.verification:
+                write_thresholds(rdir, seed, mode, embed, clip, cfg, run.train_data(ds, clip.image_size),
+                                 run.device, profile.evaluation, method.trains, ds.key)
             evals[(seed, mode)] = ev
             per_split.append(ev.per_split.assign(seed=seed, mode=mode))
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import require_free_space
+from ..backbones.loading import resolve_device
 from ..config import Profile
 from ..console import note
 from ..data.prepare import prepare_dataset
@@ -23,13 +24,25 @@ from .run_state import disk_need, plan_run, resume_sources
 from .seed_model import build_seed_model, load_backbone, seed_context
 
 
-def preflight(prof: Profile, profile_source: str, out: Path, *, run_states: bool = True) -> None:
+# the stages whose experiments a notebook builds models of (None: every experiment's, e.g. to
+# embed with the trained runs); a notebook not listed builds none (data, comparison tables)
+NOTEBOOK_STAGES: dict[str, tuple[str, ...] | None] = {
+    "01_stage1_zero_shot": ("stage1",), "02_stage2_clip_reid": ("stage2",), "03_stage3_promptsg": ("stage3",),
+    "06_cnn_baseline": ("baseline",), "05_attention_visualisation": None, "07_transfer": None}
+
+
+def preflight(prof: Profile, profile_source: str, out: Path, *, only: list[str] | None = None) -> None:
     """Raise the first problem found (ConfigError, HandInfoError, RunStateError, LockedError,
-    DiskFullError, ...); print notes. `run_states=False` checks the configs and metadata only
-    (`--only` runs, which may not touch every experiment)."""
+    DiskFullError, ...); print notes. `only` (an `--only` run, which may not touch every
+    experiment): the configs and metadata, and the backbones of what those notebooks build."""
+    resolve_device(prof.device)
     exps = resolve_experiments(prof, profile_source)
     datasets = [prepare_dataset(prof.data, ref, prof.protocol) for ref in prof.datasets]
-    if not run_states:
+    if only is not None:
+        wanted = [NOTEBOOK_STAGES[n] for n in only if n in NOTEBOOK_STAGES]
+        for exp in exps:
+            if any(stages is None or exp.stage in stages for stages in wanted):
+                load_backbone(exp.cfg, torch.device("cpu"))
         return
     sources = resume_sources(out, prof, [e.name for e in exps])
     cpu = torch.device("cpu")

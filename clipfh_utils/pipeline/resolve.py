@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import (ConfigError, Override, Profile, build, display_path, load_yaml, merge_into,
                       parse_override, resolve_config_path, to_dict)
 from ..methods import ExperimentCfg, Method, get_method
+from ..runs import slug
 
 STAGE1 = "stage1"
 
@@ -102,7 +103,7 @@ def resolve_experiments(profile: Profile, profile_source: str = "profile") -> li
             if not profile.backbones:
                 raise ConfigError(f"{profile_source}: 'stage1' is listed but the profile has no backbones")
             for b in profile.backbones:
-                name = f"zero_shot_{b.name}"
+                name = f"zero_shot_{slug(b.name)}"  # "hf-hub:org/model" names a backbone, not a folder
                 data = {"name": name, "method": "zero_shot", "backbone": to_dict(b)}
                 exps.append(_resolve_one(get_method("zero_shot"), data, f"{profile_source}: stage1 ({b.name})",
                                          {STAGE1, name}, overrides, used))

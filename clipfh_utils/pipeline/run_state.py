@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_copy
-from ..config import Profile, display_path, flatten
+from ..config import Profile, display_path, flatten, name_problem
 from ..console import note
 from ..data.datasets import HandDataset
-from ..locks import check_unlocked
+from ..locks import check_unlocked, read_lock, staleness
 from ..provenance import version_drift
 from ..runs import RunStateError, all_runs, now, read_run, run_dir, run_identity, run_name, seed_dir
-from ..training.checkpoint import checkpoint_position
+from ..training.checkpoint import checkpoint_position, load_checkpoint
 from ..training.events import EVENTS_GLOB
 from ..training.loop import Trainer, is_finished
 
@@ -52,6 +52,7 @@ class RunTarget:
     resume: bool                            # unfinished seeds continue from their checkpoints
     source: Path | None = None              # --resume-from: the run whose checkpoints start this one
     notes: list[str] = field(default_factory=list)
+    held: bool = False                      # a live writer holds it (lock_wait_s): decided again once it is ours
 
     def to_train(self) -> list[int]:
         return [s for s, st in self.states.items() if st != FINISHED]
@@ -77,7 +78,7 @@ def resume_sources(out: Path, profile: Profile, experiments: list[str] | None = 
     names) belong to one of `experiments`."""
     sources: dict[str, Path] = {}
     for ref in profile.resume_from:
-        p = Path(ref) if (Path(ref) / "run.json").exists() else run_dir(out, ref)
+        p = Path(ref) if (Path(ref) / "run.json").exists() or name_problem(ref) else run_dir(out, ref)
         rec = read_run(p)
         if rec is None:
             have = sorted(r["name"] for r in all_runs(out))
@@ -146,17 +147,29 @@ def target_name(out: Path, profile: Profile, exp, ds: HandDataset, sources: dict
 
 
 def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
-             sources: dict[str, Path] | None = None) -> RunTarget:
+             sources: dict[str, Path] | None = None, *, holding: bool = False) -> RunTarget:
     """Name the run of `exp` on `ds` and decide, seed by seed, what happens; refuse what would lose
-    or misreport work. Reads the folder only (the preflight calls it before anything is written)."""
+    or misreport work. Reads the folder only (the preflight calls it before anything is written).
+    With `lock_wait_s`, a run a live writer holds is not judged now (its seeds are still being
+    written): the writer waits for the lock and calls this again, `holding` it."""
     cfg, method = exp.cfg, exp.method
     name, identity, source = target_name(out, profile, exp, ds, sources)
     seeds = list(cfg.seeds) if method.trains else []
     rdir = run_dir(out, name)
-    if not profile.lock_wait_s:  # else the writer waits for the holder (RunLock)
+    read_run(rdir)  # an unreadable run.json is named now, before anything is written
+    held = False
+    if not holding and profile.lock_wait_s:  # the writer will wait for the holder (RunLock)
+        info = read_lock(rdir)
+        held = info is not None and staleness(info) is None
+    elif not holding:
         check_unlocked(rdir)
     states = {s: seed_state(seed_dir(rdir, s)) for s in seeds}
-    target = RunTarget(name, rdir, identity, states, resume=profile.resume or source is not None, source=source)
+    target = RunTarget(name, rdir, identity, states, resume=profile.resume or source is not None, source=source,
+                       held=held)
+    if held:
+        target.notes.append(f"{display_path(rdir)}: being written by another process; waiting for it "
+                            f"(lock_wait_s={profile.lock_wait_s:g}), then using what it leaves")
+        return target
     unfinished = [s for s, st in states.items() if st == UNFINISHED]
     if profile.resume and source is None and method.trains and read_run(rdir) is None:
         nearest = _nearest_difference(out, cfg.name, identity)
@@ -174,6 +187,8 @@ def plan_run(out: Path, profile: Profile, exp, ds: HandDataset,
             "with --retrain; nothing was changed")
     for s in unfinished:  # a damaged checkpoint is named now, not after the other seeds trained
         checkpoint_position(seed_dir(rdir, s) / Trainer.CHECKPOINT)
+    for s in (s for s, st in states.items() if st == FINISHED):  # and weights that will not load
+        load_checkpoint(seed_dir(rdir, s) / Trainer.WEIGHTS, mmap=True)
     return target
 
 

@@ -23,6 +23,7 @@ fails in seconds, not after an hour of training, and leaves the output folder un
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -33,13 +34,13 @@ import uuid
 from pathlib import Path
 
 from .. import runlog
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, disk_full
 from ..config import REPO_ROOT, display_path, load_profile, resolve_config_path, to_dict
 from ..provenance import environment
 from ..report.export import NOTEBOOK_ENV
 from ..report.index import write_index
 from ..runs import (index_lock, invocation_dir, latest_invocation, new_invocation, output_dir, read_manifest,
-                    update_manifest)
+                    set_latest, update_manifest)
 from .preflight import preflight
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -67,10 +68,11 @@ def bad_input_errors() -> tuple[type[Exception], ...]:
     from ..config import ConfigError
     from ..data.handinfo import HandInfoError
     from ..data.image_cache import ImageDecodeError, MissingImagesError
+    from ..atomic import UnsafePathError
     from ..runs import RunStateError
     from ..training.checkpoint import CheckpointError
     return (ConfigError, HandInfoError, MissingImagesError, ImageDecodeError, FileNotFoundError,
-            WeightsMismatchError, WeightsNotFoundError, RunStateError, CheckpointError)
+            WeightsMismatchError, WeightsNotFoundError, RunStateError, CheckpointError, UnsafePathError)
 
 
 def _keep_partial(tmp: Path, failed: Path) -> bool:
@@ -182,21 +184,44 @@ def run_pipeline(profile: str = "demo", only: list[str] | None = None,
     if unknown:
         have = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
         raise PipelineError(f"unknown notebook(s) {', '.join(unknown)}; available: {', '.join(have)}")
+    previous = latest_invocation(out)
+    if only and previous:
+        read_manifest(out, previous)  # the invocation --only adds to must be readable: named now
     # every config, dataset, weights file and run folder checked before anything is written
-    preflight(prof, display_path(profile_path), out, run_states=not only)
+    preflight(prof, display_path(profile_path), out, only=only)
     kernel_environment(out)
-    inv = latest_invocation(out) if only else None
-    if inv is None:
+    inv = previous if only else None
+    started = inv is None
+    if started:
         inv = new_invocation(out, {"profile": prof.name, "profile_config": to_dict(prof),
                                    "overrides": params, "environment": environment()})
     print(f"[clipfh] profile {prof.name} · invocation {inv} · output {display_path(out)}", flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="clipfh-kernels-") as sockets:
             _run_notebooks(names, prof, profile_path, params, out, inv, Path(sockets))
+    except PipelineError:
+        if started and previous:
+            _hand_back_latest(out, inv, previous)
+        raise
     finally:
         os.environ.pop(NOTEBOOK_ENV, None)
     with index_lock(out):
         return write_index(out, inv)
+
+
+def _hand_back_latest(out: Path, inv: str, previous: str) -> None:
+    """An invocation that failed before any notebook of it succeeded (e.g. on a run another job
+    holds) does not stay the newest: the one before it, and its index, are shown again. Its own
+    folder and index keep the failure."""
+    if any(st.get("ok") for st in read_manifest(out, inv).get("notebooks", {}).values()):
+        return
+    with index_lock(out):
+        if latest_invocation(out) != inv:  # a later run started meanwhile: it is the newest
+            return
+        set_latest(out, previous)
+        write_index(out, previous)
+    print(f"[clipfh] invocation {inv} produced nothing; the newest invocation is {previous} again",
+          flush=True)
 
 
 def _run_notebooks(names: list[str], prof, profile_path: Path, params: list[str], out: Path, inv: str,
@@ -238,6 +263,8 @@ def _run_notebooks(names: list[str], prof, profile_path: Path, params: list[str]
                     bad_input = e.ename in {c.__name__ for c in bad_input_errors()}
                 elif type(e).__name__ == "DeadKernelError":
                     what = "lost its kernel (killed: most likely out of memory)"
+                elif getattr(e, "errno", None) == errno.ENOSPC:
+                    what = f"stopped: {disk_full(tmp)}"
                 else:
                     what = f"failed ({type(e).__name__}: {e})"
                 status[name] = {"ok": False, "seconds": time.perf_counter() - t0, "error": what}

@@ -23,6 +23,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -100,8 +102,10 @@ def expand(grid: dict[str, list]) -> list[dict[str, Any]]:
 
 
 def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_dir: str | Path | None,
-               experiments: Sequence[str] | None = None) -> tuple[Path, str, list[SweepJob]]:
-    """Validate every variant, start the sweep's invocation, and list its jobs (finished ones skipped)."""
+               experiments: Sequence[str] | None = None, dry_run: bool = False
+               ) -> tuple[Path, str, list[SweepJob]]:
+    """Validate every variant, start the sweep's invocation, and list its jobs (finished ones skipped).
+    `dry_run`: the same list, with nothing written (no invocation; the invocation id is "")."""
     if not grid:
         raise ConfigError("a sweep needs at least one --grid KEY=[values] (or a sweep file)")
     profile_path = resolve_config_path(profile, "profiles").resolve()
@@ -123,11 +127,11 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
         resolved.append((v, list(params) + swept, chosen, prof))
     prof = resolved[0][3]
     out = output_dir(prof, run_dir).resolve()
-    inv = new_invocation(out, {"profile": prof.name, "overrides": list(params),
-                               "sweep": {"grid": grid, "experiments": list(experiments or [])}})
+    inv = "" if dry_run else new_invocation(out, {"profile": prof.name, "overrides": list(params),
+                                                  "sweep": {"grid": grid, "experiments": list(experiments or [])}})
     jobs = []
     for v, items, chosen, prof in resolved:
-        run = open_run(profile_path, out, items, inv)
+        run = open_run(profile_path, out, items, inv, read_only=dry_run)
         run.variant = v
         for exp in run.experiments():
             if exp.name not in chosen:
@@ -141,7 +145,8 @@ def plan_sweep(profile: str, params: Sequence[str], grid: dict[str, list], run_d
             if all(existing) and not prof.retrain:
                 job.status = "skipped"
                 for ds, files in zip(run.datasets, existing):
-                    _record_existing(run, exp, ds, files)
+                    if not dry_run:
+                        _record_existing(run, exp, ds, files)
             elif prof.resume and not any(read_run(run_folder(out, n)) for n in job.runs):
                 # nothing of this variant to continue: it starts (its siblings' checkpoints are not its own)
                 job.overrides = [*items, "resume=false"]
@@ -234,14 +239,28 @@ def _run_submitit(jobs: list[SweepJob], executor: str, logs: Path, partition: st
             handle.result()
             job.status = "done"
         except Exception as e:  # one failed job does not stop the others
-            text = str(e).strip()
-            job.status, job.error = "failed", (text.splitlines()[-1][:300] if text else type(e).__name__)
+            job.status, job.error = "failed", error_line(_job_stderr(handle) or str(e)) or type(e).__name__
 
 
 def _slug(text: str) -> str:
     """A job's file name: runs.slug, kept short; a long label keeps a digest so names stay distinct."""
     s = slug(text)
     return s if len(s) <= 120 else f"{s[:111]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _job_stderr(handle: Any) -> str:
+    try:
+        return handle.stderr() or ""
+    except Exception:  # no log (the job never started): the exception's text is all there is
+        return ""
+
+
+def error_line(text: str) -> str:
+    """The last 'SomeError: message' line of a job's output (submitit's own message ends with log
+    paths, which say where to look but not what went wrong), else its last line."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    errors = [x for x in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b.*:", x)]
+    return (errors or lines or [""])[-1][:300]
 
 
 def _last_line(path: Path) -> str:
@@ -253,14 +272,22 @@ def run_sweep(profile: str, grid: dict[str, list], params: Sequence[str] = (), r
               experiments: Sequence[str] | None = None, executor: str = "processes", workers: int | None = None,
               gpus: Sequence[str] | None = None, partition: str | None = None, gpus_per_job: int = 1,
               time_min: int = 240, dry_run: bool = False) -> tuple[Path, list[SweepJob]]:
-    """Plan, dispatch, gather; returns the sweep's invocation folder and its jobs with their status."""
-    out, inv, jobs = plan_sweep(profile, params, grid, run_dir, experiments)
+    """Plan, dispatch, gather; returns the sweep's invocation folder and its jobs with their status
+    (a dry run: the output folder, in which it wrote nothing, and the jobs it would run)."""
+    if executor == "slurm" and not dry_run and shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm: Slurm is not available here (no sbatch on PATH); run on a "
+                          "Slurm login node, or use --executor processes (or local)")
+    out, inv, jobs = plan_sweep(profile, params, grid, run_dir, experiments, dry_run)
     todo = [j for j in jobs if j.status == "pending"]
-    d = invocation_dir(out, inv)
-    print(f"[clipfh] sweep {inv}: {len(jobs)} job(s), {len(jobs) - len(todo)} already finished", flush=True)
+    print(f"[clipfh] sweep {inv or '(dry run)'}: {len(jobs)} job(s), {len(jobs) - len(todo)} already finished",
+          flush=True)
     for j in jobs:
         print(f"[clipfh]   {j.status:8s} {j.label} -> {', '.join(j.runs)}", flush=True)
-    if todo and not dry_run:
+    if dry_run:
+        print("[clipfh] dry run: nothing was run or written", flush=True)
+        return out, jobs
+    d = invocation_dir(out, inv)
+    if todo:
         logs = d / "sweep_jobs"
         logs.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -278,9 +305,8 @@ def run_sweep(profile: str, grid: dict[str, list], params: Sequence[str] = (), r
         for j in todo:
             print(f"[clipfh]   {j.status:8s} {j.label}" + (f": {j.error}" if j.error else ""), flush=True)
     atomic_write_json(d / "sweep.json", {"grid": grid, "jobs": [asdict(j) for j in jobs]})
-    if not dry_run:
-        from ..report.sweep import write_sweep_report
-        write_sweep_report(out, inv, list(grid))
+    from ..report.sweep import write_sweep_report
+    write_sweep_report(out, inv, list(grid))
     return d, jobs
 
 

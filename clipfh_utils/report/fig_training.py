@@ -29,6 +29,11 @@ def training_curves(epochs: pd.DataFrame, title: str = "", name: str = "training
     the y axis starts at 0, so a small change looks small, and the legend gives each term's change
     over the phase), the learning rate of every parameter group (identical schedules drawn once
     and named together), and the validation monitor per seed (training identities only)."""
+    if epochs.empty or "phase" not in epochs:  # every phase has 0 epochs: nothing was trained
+        fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no training epochs: every phase of this run has 0 epochs", ha="center", va="center")
+        return named(fig, name)
     phases = list(dict.fromkeys(epochs["phase"]))
     val_cols = [c for c in epochs.columns if c.startswith("val_") and epochs[c].notna().any()]
     n = len(phases) + 1 + (1 if val_cols else 0)

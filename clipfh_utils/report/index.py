@@ -13,6 +13,7 @@ from ..runs import folder_size, invocation_dir, latest_invocation, read_manifest
 from .display import SCROLL_STYLE
 from .export import FIGURES, TABLES, exported
 from .results import PROTOCOL_LABELS, comparison_table, display_table, earlier_runs, invocation_metrics, table_note
+from .verification import OPENSET_NOTE, VERIFICATION_NOTE, openset_table, reading, shown, verification_table
 
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px} table{border-collapse:collapse}"
           " td,th{padding:3px 8px;border:1px solid #bbb;white-space:nowrap} .warn{background:#fff3cd;"
@@ -53,6 +54,24 @@ def _exports(out: Path, inv: str, base: str) -> str:
     return "\n".join(parts)
 
 
+def verification_sections(metrics: list[dict]) -> list[str]:
+    """Verification and open-set tables per protocol, with the reading of notebook 04."""
+    parts = []
+    for proto, label in PROTOCOL_LABELS.items():
+        vt = verification_table(metrics, proto)
+        if vt.empty:
+            continue
+        part = (f"<h2>Verification (1:1) — {html.escape(label)}</h2>" + _table(shown(vt), list(shown(vt).columns))
+                + f"<p><small>{html.escape(VERIFICATION_NOTE)}</small></p>"
+                + f"<p>{html.escape(reading(vt, label).replace('**', ''))}</p>")
+        ot = openset_table(metrics, proto)
+        if not ot.empty:
+            part += (f"<h3>Open-set identification (1:N) — {html.escape(label)}</h3>"
+                     + _table(shown(ot), list(shown(ot).columns)) + f"<p><small>{html.escape(OPENSET_NOTE)}</small></p>")
+        parts.append(part)
+    return parts
+
+
 def render_index(out: Path, inv: str, base: str = "") -> str:
     """The index page, its links relative to `base` (the invocation folder as seen from the page)."""
     return render_indexes(out, inv, [base])[0]
@@ -62,7 +81,8 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
     """The index page once per link base; the tables (bootstrap intervals), folder sizes and
     earlier runs are computed once for all of them."""
     manifest = read_manifest(out, inv)
-    metrics = invocation_metrics(out, inv)
+    listed = invocation_metrics(out, inv, missing=True)  # the tables show a missing file as a row
+    metrics = [m for m in listed if not m.get("missing")]
     synthetic = any(not m.get("real_data", False) for m in metrics) or manifest.get("real_data") is False
     random_w = sorted({m["backbone"] for m in metrics if not m.get("pretrained", True)})
     env = manifest.get("environment", {})
@@ -81,13 +101,14 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
     results = []
     full = manifest.get("notebooks", {}).get(FULL_REPORT, {}).get("ok")
     for proto, label in PROTOCOL_LABELS.items():
-        table = comparison_table(metrics, proto)
+        table = comparison_table(listed, proto)
         if not table.empty:
-            shown = display_table(table)
-            shown["run"] = table["run"]
-            shown["size (MB)"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
-            shown["weights"] = table["weights"]
-            results.append((label, shown, table))
+            view = display_table(table)
+            view["run"] = table["run"]
+            view["size (MB)"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
+            view["weights"] = table["weights"]
+            results.append((label, view, table))
+    verification = verification_sections(metrics)
     earlier = earlier_runs(out, inv)
     tail = [] if earlier.empty else ["<h2>Earlier runs in this folder (not part of this invocation)</h2>"
                                      + _table(earlier, list(earlier.columns))]
@@ -102,13 +123,13 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
         reports = ("<h2>Reports</h2><table><tr><th>notebook</th><th>status</th><th>duration</th></tr>"
                    + "".join(rows) + "</table>")
         summary = []
-        for i, (label, shown, table) in enumerate(results):  # the full tables with spreads: the comparison report
+        for i, (label, view, table) in enumerate(results):  # the full tables with spreads: the comparison report
             where = (f'All columns (sds, n, timings) and paired differences: <a href="{base}reports/{FULL_REPORT}.html">'
                      f"{FULL_REPORT}</a>. " if full else "")
             note = html.escape(table_note(table)) if i == 0 else "Columns as under the first results table."
-            summary.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(shown, SUMMARY)
+            summary.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(view, SUMMARY)
                            + f"<p><small>{where}{note}</small></p>")
-        parts = [*head, reports, *summary, _exports(out, inv, base), *tail]
+        parts = [*head, reports, *summary, *verification, _exports(out, inv, base), *tail]
         pages.append("<!doctype html><html><head><meta charset='utf-8'><title>CLIP-FH "
                      f"{html.escape(manifest.get('profile', ''))}</title><style>{_STYLE}</style></head><body>"
                      + "\n".join(parts) + "</body></html>\n")

@@ -26,9 +26,9 @@ WEIGHTS = Trainer.WEIGHTS
 SECTIONS = ("Model details", "Intended use", "Factors", "Training data", "Evaluation data and protocols",
             "Metrics", "Known limitations", "How to load")
 METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP"}
-# sections a metrics file may carry beside the rank metrics (verification, open-set identification):
-# each a list of per-split rows with a "protocol" column, summarised like the rank metrics
-EXTRA_ROWS = ("verification", "open_set")
+# sections a metrics file carries beside the rank metrics (evaluation/biometric.py): per protocol,
+# each figure's mean with its sds (or why it is n/a) and, for the EER, its identity bootstrap interval
+BIOMETRIC = {"verification": "Verification (1:1, % of pairs)", "open_set": "Open-set identification (1:N, % of searches)"}
 GROUP_KEYS = ("groups", "factors")  # per-group figures (gender, skin colour, age band): rows as given
 NOT_COLUMNS = {"protocol", "split", "seed", "cmc"}
 
@@ -175,11 +175,27 @@ def _metrics(evals: list[tuple[str, dict]]) -> str:
     for name, p in evals:
         parts.append(f"### `{name}`\n\n{p.get('dataset')}: {p.get('data')}\n\n"
                      + spread_table(p.get("per_split", []), METRICS))
-        for key in EXTRA_ROWS:
-            rows = p.get(key, {}).get("per_split") if isinstance(p.get(key), dict) else p.get(key)
-            if isinstance(rows, list) and rows and "protocol" in rows[0]:
-                parts.append(f"{key.replace('_', '-')}:\n\n" + spread_table(rows))
+        for key, title in BIOMETRIC.items():
+            if p.get(key):
+                parts.append(f"{title}:\n\n" + biometric_table(p[key]))
     return "\n\n".join(parts)
+
+
+def biometric_table(section: dict) -> str:
+    """Per protocol: each verification / open-set figure as the metrics file states it."""
+    rows = []
+    for proto, figures in section.items():
+        for name, stat in figures.items():
+            if not isinstance(stat, dict) or not ({"mean", "na"} & set(stat)):
+                continue  # curves, histograms, counts
+            if "na" in stat:
+                rows.append((PROTOCOL_LABELS.get(proto, proto), name, stat["na"], "", "", ""))
+                continue
+            ci = f"[{stat['lo']:.2f}, {stat['hi']:.2f}]" if "lo" in stat else ""
+            rows.append((PROTOCOL_LABELS.get(proto, proto), name, _num(stat["mean"]),
+                         _num(stat.get("split_sd") if stat.get("split_sd") is not None else float("nan")),
+                         _num(stat.get("seed_sd") if stat.get("seed_sd") is not None else float("nan")), ci))
+    return md_table(("protocol", "figure", "mean", "sd (splits)", "sd (seeds)", "95 % interval (identities)"), rows)
 
 
 LIMITATIONS = (

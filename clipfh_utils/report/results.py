@@ -16,17 +16,17 @@ import numpy as np
 import pandas as pd
 
 from ..config import REPO_ROOT, config_diff
+from ..console import note
 from ..data.person import benchmark_of
 from ..evaluation import METRICS, cmc_from_ranks, identity_bootstrap, paired_bootstrap, seed_split_sd
 from ..evaluation.spread import excludes_zero
 from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir, per_query_path
+from .published_person import published_person
 from . import display
 
 # numbers from the papers (reference notes sections 4, 5 and 7), kept as data, not code: 11k Hands
 # and HD, and the person ReID benchmarks the methods were published on
 PUBLISHED_CSV = REPO_ROOT / "data" / "published_11k.csv"
-PUBLISHED_PERSON_CSV = REPO_ROOT / "data" / "published_person.csv"
-PERSON_COLUMNS = ["method", "backbone", "dataset", "mAP", "R1", "source", "settings"]
 PROTOCOL_LABELS = {"mbanet": "mbanet: gallery_all, trapezoid AP",
                    "clipfh": "clipfh: single-aspect gallery, standard AP",
                    "person": "person: camera-aware (same-camera matches and junk removed), standard AP"}
@@ -43,25 +43,17 @@ def published_table() -> pd.DataFrame:
         raise ValueError(f"{PUBLISHED_CSV}: unknown protocol(s) {sorted(unknown)}; "
                          f"use one of {sorted(PROTOCOL_LABELS)}")
     df["protocol"] = df["protocol"].map(PROTOCOL_LABELS)
-    return pd.concat([df, published_person()], ignore_index=True)
+    return pd.concat([df, published_person(PROTOCOL_LABELS["person"])], ignore_index=True)
 
 
-def published_person() -> pd.DataFrame:
-    """The person-ReID rows in the published table's shape: the benchmark as `aspect`, method and
-    backbone as `method`, the settings beside the source."""
-    df = pd.read_csv(PUBLISHED_PERSON_CSV)
-    if list(df.columns) != PERSON_COLUMNS:
-        raise ValueError(f"{PUBLISHED_PERSON_CSV}: columns {list(df.columns)}; expected {PERSON_COLUMNS}")
-    return pd.DataFrame({"method": df["method"] + " " + df["backbone"], "aspect": df["dataset"],
-                         "protocol": PROTOCOL_LABELS["person"], "rank1": df["R1"], "mAP": df["mAP"],
-                         "source": df["source"] + " (" + df["settings"] + ")"})
-
-
-def recorded_payloads(out: str | Path, invocation: str | None, section: str) -> list[dict]:
+def recorded_payloads(out: str | Path, invocation: str | None, section: str, missing: bool = False
+                      ) -> list[dict]:
     """The metrics payloads listed in one section of an invocation's manifest ("entries": the
     experiments' own evaluations, "transfers": cross-dataset ones), the newest invocation by
     default, each with "metrics_file" (its path, not stored in the file: the per-query results
-    lie beside it)."""
+    lie beside it). A file the manifest names but that is gone is said on the console; with
+    `missing` it is also a placeholder ({"missing": path, ...} from the manifest entry) that
+    `comparison_table` shows as a row marked missing, so no model silently drops out."""
     out = Path(out)
     inv = invocation or latest_invocation(out)
     if inv is None:
@@ -71,16 +63,26 @@ def recorded_payloads(out: str | Path, invocation: str | None, section: str) -> 
         f = out / e["metrics"]
         if f.exists():
             payloads.append({**json.loads(f.read_text()), "metrics_file": str(f), "metrics_path": e["metrics"]})
+            continue
+        note(f"{f}: metrics file of {e['run']} missing (the manifest of invocation {inv} names it); "
+             "that model is shown as missing: re-run the profile to evaluate it again")
+        if missing:
+            mode = e.get("mode", "")
+            payloads.append({"missing": e["metrics"], "run": e["run"], "experiment": e.get("experiment", "?"),
+                             "mode": mode, "stage": e.get("stage", ""), "method": e.get("method", ""),
+                             "dataset": e.get("dataset", e.get("test_dataset", "")),
+                             "model": e.get("experiment", "?") + (f" [{mode}]" if mode else "")})
     return payloads
 
 
-def invocation_metrics(out: str | Path, invocation: str | None = None) -> list[dict]:
+def invocation_metrics(out: str | Path, invocation: str | None = None, *, missing: bool = False) -> list[dict]:
     """The metrics payloads the invocation recorded (the newest invocation by default).
 
     Each payload gets "metrics_file" (its path, not stored in the file) so that the per-query
     results beside it can be found. When the invocation covers several datasets, each "model"
-    label gets " · <dataset>" so that every table and figure row names one model on one dataset."""
-    payloads = recorded_payloads(out, invocation, "entries")
+    label gets " · <dataset>" so that every table and figure row names one model on one dataset.
+    `missing`: see `recorded_payloads`."""
+    payloads = recorded_payloads(out, invocation, "entries", missing)
     if len({m["dataset"] for m in payloads}) > 1:  # the same experiment on several datasets: say which
         for m in payloads:
             m["model"] = f"{m['model']} · {m['dataset']}"
@@ -116,6 +118,9 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int 
     identities (`n_boot` resamples, seeded); training time and speed."""
     rows = []
     for m in metrics:
+        if m.get("missing"):
+            rows.append(_missing_row(m, protocol, n_boot, seed))
+            continue
         per = pd.DataFrame(m["per_split"])
         per = per[per["protocol"] == protocol]
         if per.empty:
@@ -145,12 +150,30 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int 
                     "data": m.get("data", "?"), "weights": m.get("weights", "?"),
                     "real_data": m.get("real_data", False), "pretrained": m.get("pretrained", False),
                     "split_seed": m.get("split_seed"),
-                    "metrics_file": m.get("metrics_path") or m.get("metrics_file")})  # relative: no machine paths
+                    "metrics_file": m.get("metrics_path") or m.get("metrics_file"), "missing": ""})  # relative: no machine paths
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):
-        out.insert(2, "label", display.model_labels(out.to_dict("records")))
+        labels = display.model_labels(out.to_dict("records"))
+        out.insert(2, "label", [f"{lab} (metrics file missing: {gone})" if gone else lab
+                                for lab, gone in zip(labels, out["missing"])])
     return out
+
+
+def _missing_row(m: dict, protocol: str, n_boot: int, seed: int) -> dict:
+    """A model whose metrics file is gone: its row says so, with the path, and holds no number."""
+    nan = float("nan")
+    row = {"stage": m["stage"], "model": f"{m['model']} (metrics file missing: {m['missing']})",
+           "mode": m["mode"], "benchmark": "", "method": m["method"], "backbone": "—", "run": m["run"],
+           "dataset": m["dataset"], "protocol": protocol}
+    for metric in METRICS:
+        row.update({f"{metric}_{k}": nan for k in ("mean", "seed_sd", "split_sd", "ci_lo", "ci_hi")})
+        row[metric] = "missing"
+    row.update({"seeds": "—", "splits": "—", "test_ids": None, "n_boot": n_boot, "boot_seed": seed,
+                "train_s": None, "train_img_s": None, "embed_img_s": None, "data": "?", "weights": "?",
+                "real_data": None, "pretrained": None, "split_seed": None, "metrics_file": m["missing"],
+                "missing": m["missing"]})
+    return row
 
 
 def per_query_ids(pq: pd.DataFrame | None) -> int | None:
@@ -363,6 +386,8 @@ def best_row(table: pd.DataFrame, metric: str = "mAP") -> pd.Series:
 
 def like_for_like(table: pd.DataFrame) -> str:
     """Which of this run's numbers may be compared with which published ones."""
+    if "missing" in table:
+        table = table[table["missing"] == ""]  # rows without numbers compare with nothing
     if table.empty:
         return "No results of this invocation to compare."
     real = bool(table["real_data"].astype(bool).all())
@@ -390,9 +415,9 @@ def like_for_like(table: pd.DataFrame) -> str:
 def earlier_runs(out: str | Path, invocation: str | None = None) -> pd.DataFrame:
     """Runs in the folder that the invocation did not use: date, hash, size, differing keys."""
     out = Path(out)
-    current = invocation_metrics(out, invocation)
+    current = invocation_metrics(out, invocation, missing=True)  # a missing file's run is still current
     current_names = {m["run"] for m in current}
-    current_cfg = {m["experiment"]: m["config"] for m in current}
+    current_cfg = {m["experiment"]: m["config"] for m in current if "config" in m}
     rows = []
     for rec in all_runs(out):
         if rec["name"] in current_names:

@@ -1,8 +1,17 @@
 """Atomic checkpoints: written to a temp file and renamed, so an interrupted save (or a full
 disk) never replaces the last good checkpoint with a broken one; a file that cannot be read is an
-error naming its path."""
+error naming its path.
+
+Loading executes no code: run folders are shared (a cluster, a lab's file server, a colleague's
+results), and a pickle can run anything while it is read. Every checkpoint.pt and weights.pt is
+read with torch's tensors-only unpickler (`weights_only=True`), which builds tensors, numbers,
+strings and containers and refuses any other object before creating it; everything this
+workbench saves (model, optimiser, sampler and RNG states, counters) is of those kinds.
+"""
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +47,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint to resume from; run without --resume")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            saved = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain values "
+                              "(reading them could run code), so this workbench did not write it; "
+                              "nothing in it was run: delete it (or train a new run beside it with "
+                              "--retrain)") from None
     except Exception as e:  # truncated or corrupt: name the file, say what to do
         raise CheckpointError(f"{path}: cannot read the checkpoint ({type(e).__name__}); it is "
                               "damaged: delete it to train this seed from scratch") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("states"), dict):
+        raise CheckpointError(f"{path}: not a checkpoint of this workbench (no 'states' inside); "
+                              "delete it to train this seed from scratch")
+    return saved
 
 
 def checkpoint_position(path: str | Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ the NaN check), so no step waits for the GPU.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import time
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..atomic import atomic_path, atomic_write_json
+from ..atomic import atomic_path, atomic_write_json, disk_full
 from ..backbones.features import autocast_for
 from ..runlog import duration, run_logger
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
@@ -107,8 +108,14 @@ class JsonlLog:
             tmp.write_text("".join(k + "\n" for k in kept))
 
     def write(self, records: list[dict]) -> None:
-        with open(self.path, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        try:
+            with open(self.path, "a") as f:
+                f.write(text)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise disk_full(self.path, len(text), "the last checkpoint is kept (--resume continues)") from None
 
 
 @dataclass
@@ -338,9 +345,18 @@ def is_finished(seed_dir: str | Path) -> bool:
 
 def load_weights(seed_dir: str | Path, state: Mapping[str, Any]) -> dict:
     """Load a finished seed's final weights into `state` (the same objects the Trainer saved)."""
-    saved = load_checkpoint(Path(seed_dir) / Trainer.WEIGHTS)
+    path = Path(seed_dir) / Trainer.WEIGHTS
+    saved = load_checkpoint(path)
     for name, obj in state.items():  # only the entries asked for (the model, not the sampler)
-        obj.load_state_dict(saved["states"][name])
+        if name not in saved["states"]:
+            raise CheckpointError(f"{path}: holds no '{name}' state (it has {sorted(saved['states'])}); "
+                                  "not the weights of this run: delete the seed folder to train it again")
+        try:
+            obj.load_state_dict(saved["states"][name])
+        except (RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"{path}: its '{name}' state does not fit the model as configured now "
+                                  f"({first[:200]}); was run.json edited after training? restore it") from None
     return json.loads((Path(seed_dir) / Trainer.SUMMARY).read_text())
 
 
