@@ -90,3 +90,16 @@ def test_the_invocation_contexts_old_name_still_works_with_a_warning():
         assert pipeline.Run is pipeline.Invocation
     with pytest.raises(AttributeError):
         pipeline.NoSuchName  # noqa: B018
+
+
+def test_a_setting_added_later_keeps_old_names_at_its_default_and_makes_a_new_run_otherwise(tmp_path):
+    """backbone.normalize came after runs existed: at "clip" the pinned name holds; "half" is a new run."""
+    from clipfh_utils.pipeline.experiments import experiment_run_name
+    names = {}
+    for value in ("clip", "half"):
+        run = open_run("demo", tmp_path / value, ["experiments=[stage1]",
+                                                  f"backbones=[{{name: tiny-vit, weights: null, normalize: {value}}}]"])
+        (exp,) = run.experiments()
+        names[value] = experiment_run_name(run, exp, run.dataset)[0]
+    assert names["clip"] == PINNED["zero_shot_tiny-vit"]
+    assert names["half"] != names["clip"] and names["half"].startswith("zero_shot_tiny-vit-")

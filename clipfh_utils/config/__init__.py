@@ -7,6 +7,7 @@ protocol, backbone); a method's own schema lives next to the method.
 
 Field metadata understood by `build`:
 - `ge`, `gt`, `le`: numeric bounds (also applied to each item of a list);
+- `identity="unless_default"`: a setting added after runs existed, out of the hash at its default;
 - `identity=False`: the setting does not change the trained weights (seeds, batch size of
   evaluation, compile mode...), so it is left out of the run hash;
 - `internal=True`: filled by code, never read from YAML.

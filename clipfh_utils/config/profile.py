@@ -135,8 +135,9 @@ class BackboneCfg:
     # ResNet only: 1 removes the stride of layer4 (CLIP-ReID's "last stride 1": 14x14 at 224)
     last_stride: Literal[1, 2] = 2
     # pixel mean/std: "clip" (the statistics the weights were trained with), "half" (0.5/0.5, the
-    # CLIP-ReID ViT person configs), "imagenet" (the CLIP-ReID RN50 person configs)
-    normalize: Literal["clip", "half", "imagenet"] = "clip"
+    # CLIP-ReID ViT person configs), "imagenet" (the CLIP-ReID RN50 person configs); at "clip" it
+    # stays out of the run hash (runs named before the key existed keep their names)
+    normalize: Literal["clip", "half", "imagenet"] = setting("clip", identity="unless_default")
     # ViT only: accept an image size that is not a multiple of the patch size (the pixels past the
     # last whole patch are ignored); otherwise such a size is an error
     crop: bool = setting(False, identity=False)

@@ -26,9 +26,12 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, identity: bool = True, internal: bool = False,
+            le: float | None = None, identity: bool | str = True, internal: bool = False,
             factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with a declared range and run-identity flag (see the package docstring)."""
+    """A dataclass field with a declared range and run-identity flag (see the package docstring).
+
+    `identity="unless_default"`: a setting added after runs already existed; at its default it is
+    left out of the hash, so those runs keep their names, and any other value makes a new run."""
     meta = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le)) if v is not None}
     meta.update(identity=identity, internal=internal)
     if factory is not dataclasses.MISSING:
@@ -160,7 +163,8 @@ def identity_dict(obj: Any) -> Any:
     """`to_dict` without the settings that cannot change the trained weights (for run hashes)."""
     if dataclasses.is_dataclass(obj):
         return {f.name: identity_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if f.metadata.get("identity", True) and not f.metadata.get("internal")}
+                if f.metadata.get("identity", True) and not f.metadata.get("internal")
+                and not (f.metadata.get("identity") == "unless_default" and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (list, tuple)):
         return [identity_dict(v) for v in obj]
     if isinstance(obj, dict):
