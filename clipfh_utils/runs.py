@@ -5,7 +5,7 @@ outputs/<profile>/
     run.json                           identity (what the hash covers), resolved config, provenance
     lock.json                          while a process writes the run (clipfh_utils.locks)
     seed<k>/                           checkpoint.pt while training; weights.pt, summary.json, logs
-    metrics/<dataset>__<mode>__<eval>.json (+ .csv per split, .per_query.csv.gz)
+    metrics/<dataset>__<mode>__<eval>.json (+ .csv per split, .per_query.csv.gz, .features.pt)
     metrics/transfer__<dataset>__<mode>__<eval>.json   the run tested on another dataset
   invocations/<id>/manifest.json       which runs and metrics files one `run` invocation produced
   invocations/LATEST                   the id of the newest invocation
@@ -227,6 +227,13 @@ def per_query_path(metrics_file: str | Path) -> Path:
     """The per-query results beside a metrics file (written and read through this one rule)."""
     p = Path(metrics_file)
     return p.with_name(p.stem + ".per_query.csv.gz")
+
+
+def features_path(metrics_file: str | Path) -> Path:
+    """The feature bank beside a metrics file: what its numbers were computed from, so that
+    figures and explorers read features instead of embedding the images again."""
+    p = Path(metrics_file)
+    return p.with_name(p.stem + ".features.pt")
 
 
 def entry_key(experiment: str, mode: str, dataset_key: str, variant: str = "") -> str:

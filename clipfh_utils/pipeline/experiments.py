@@ -31,6 +31,7 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
 from ..training.weights import store_half_if_exact
+from .banks import save_bank
 from .evaluate import EvalResult, evaluate_model, save_metrics
 from .resolve import Experiment
 from .run_state import RunTarget, disk_need, plan_run, target_name
@@ -178,8 +179,18 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
     per_query_df = pd.concat(per_query, ignore_index=True)
     lock.check()
     files = save_metrics(run, exp, ds, rdir, record, clip0, per_split_df, per_query_df, evals)
+    save_banks(files, evals, name, ds.key)
     return ExperimentResult(exp, name, rdir, ds, clip0, first_model, evals, per_split_df, per_query_df,
                             files, trained, len(class_ids))
+
+
+def save_banks(files: dict[str, Path], evals: dict[tuple[int, str], EvalResult], run_name: str,
+               dataset: str) -> None:
+    """Beside each mode's metrics file, the features every seed was scored from (banks.py)."""
+    for mode, path in files.items():
+        of_mode = {s: ev for (s, m), ev in evals.items() if m == mode}
+        size = tuple(next(iter(of_mode.values())).images.shape[2:])
+        save_bank(path, run_name, mode, dataset, size, {s: ev.bank for s, ev in of_mode.items()})
 
 
 def before_training(run, result: ExperimentResult) -> EvalResult:
