@@ -246,6 +246,23 @@ def transfer_key(experiment: str, mode: str, train_dataset: str | None, test_dat
     return f"{experiment}{'@' + mode if mode else ''}|{train_dataset or 'zero-shot'}->{test_dataset}"
 
 
+EVALUATION_VERSION = 1  # raise when the evaluator's numbers change for the same features
+
+
+def evaluation_inputs(run_name: str, protocol, cfg, device: str, seeds: list[int], variant: dict | None = None) -> str:
+    """The digest of what an evaluation's numbers follow from: the run (its weights), the split
+    lists as evaluated, the configuration (evaluation settings included), the device, seeds and
+    sweep variant. A metrics file recording the same digest (and its feature bank) is read back
+    instead of embedding the images again."""
+    def rows(rs) -> list:
+        return [[r.image_name, r.label] for r in rs]
+    splits = {k: [rows(s) for s in getattr(protocol, k)] for k in ("queries", "galleries", "galleries_all")}
+    settings = to_dict(cfg)  # all of it: the payload records the config, so none of it may be stale
+    return identity_hash({"version": EVALUATION_VERSION, "run": run_name, "test": rows(protocol.test),
+                          "splits": splits, "seed": protocol.seed, "settings": settings, "device": device,
+                          "seeds": [int(s) for s in seeds], "variant": variant or {}})
+
+
 def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *, method_title: str,
                     trains: bool, device: str, profile: str, invocation: str, seeds: list[int],
                     **extra: Any) -> dict:
@@ -264,5 +281,7 @@ def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *
         "aspect": dataset.aspect, "split_seed": protocol.seed, "n_splits": protocol.n_splits,
         "flip_test": cfg.flip_test, "device": device, "profile": profile, "seeds": list(seeds),
         "config": to_dict(cfg), "identity": record["identity"], "environment": environment(),
-        "invocation": invocation, "created": record["created"], "evaluated": now(), **extra,
+        "invocation": invocation, "created": record["created"], "evaluated": now(),
+        "inputs_digest": evaluation_inputs(record["name"], protocol, cfg, device, seeds, extra.get("variant")),
+        **extra,
     }

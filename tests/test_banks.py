@@ -124,3 +124,52 @@ def test_notebook_05_loads_each_model_once_and_embeds_nothing(finished, embed_sp
 def test_a_missing_bank_is_named_with_the_fix(finished, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no feature bank beside x\.json.*re-run its experiment"):
         load_bank(tmp_path / "x.json")
+
+
+def test_the_inputs_digest_follows_the_split_lists_settings_and_seeds(finished):
+    import copy
+    import dataclasses
+    from clipfh_utils.runs import evaluation_inputs
+    out, run, results = finished
+    res = next(r for r in results if r.name == "demo_tiny_vit")
+    proto, cfg = run.protocol(), res.cfg
+    base = evaluation_inputs(res.run_name, proto, cfg, "cpu", [0, 1])
+    assert json.loads(res.metrics_files[""].read_text())["inputs_digest"] == base
+    swapped = copy.deepcopy(proto)
+    swapped.galleries[1][0], swapped.galleries[1][1] = swapped.galleries[1][1], swapped.galleries[1][0]
+    moved = copy.deepcopy(proto)
+    moved.queries[0] = moved.queries[0][1:]
+    others = [evaluation_inputs(res.run_name, swapped, cfg, "cpu", [0, 1]),
+              evaluation_inputs(res.run_name, moved, cfg, "cpu", [0, 1]),
+              evaluation_inputs(res.run_name, proto, dataclasses.replace(cfg, flip_test=not cfg.flip_test), "cpu", [0, 1]),
+              evaluation_inputs(res.run_name, proto, dataclasses.replace(cfg, eval_batch_size=7), "cpu", [0, 1]),
+              evaluation_inputs(res.run_name, proto, cfg, "cuda", [0, 1]),
+              evaluation_inputs(res.run_name, proto, cfg, "cpu", [0]),
+              evaluation_inputs(res.run_name + "x", proto, cfg, "cpu", [0, 1])]
+    assert base not in others and len(set(others)) == len(others)
+
+
+def test_an_unchanged_rerun_reads_evaluations_back_and_a_changed_setting_re_evaluates(finished, embed_spy):
+    from clipfh_utils.runs import new_invocation, read_manifest
+    out, run, results = finished
+    before = {r.name: (r.metrics_files[""].read_bytes(), r.metrics_files[""].stat().st_mtime_ns) for r in results}
+    inv = new_invocation(out, {"profile": "demo"})
+    again = open_run("demo", out, FAST, inv)
+    rerun = again.run_stage("stage1", progress=False) + again.run_stage("stage2", progress=False)
+    assert embed_spy == []  # nothing embedded: every evaluation was read back
+    for r, old in zip(rerun, results):
+        assert (r.metrics_files[""].read_bytes(), r.metrics_files[""].stat().st_mtime_ns) == before[r.name]
+        rows = pd.read_csv(split_csv_path(r.metrics_files[""]))
+        cols = ["protocol", "split", "rank1", "rank5", "rank10", "mAP"]
+        mine = r.per_split.drop(columns=["cmc", "mode"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine[cols + ["seed"]], rows[cols + ["seed"]], check_exact=False, rtol=1e-12)
+        assert torch.equal(r.first_eval().bank.features, old.first_eval().bank.features)
+        pd.testing.assert_frame_equal(r.first_eval().per_query, old.first_eval().per_query)
+    entries = read_manifest(out, inv)["entries"]
+    assert sorted(e["run"] for e in entries.values()) == sorted(r.run_name for r in results)
+    # an evaluation setting that names neither another run nor another metrics file: evaluated again
+    changed = open_run("demo", out, FAST + ["demo_tiny_vit.eval_batch_size=7"], inv)
+    (res,) = changed.run_stage("stage2", progress=False)
+    assert embed_spy.count("embed_images") == 2  # both seeds
+    payload = json.loads(res.metrics_files[""].read_text())
+    assert payload["config"]["eval_batch_size"] == 7 and payload["inputs_digest"] != json.loads(before["demo_tiny_vit"][0])["inputs_digest"]

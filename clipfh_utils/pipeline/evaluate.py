@@ -54,11 +54,16 @@ def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipMode
     feats = embed_images(embed, images, clip.mean, clip.std, device, cfg.eval_batch_size,
                          flip=cfg.flip_test, amp=cfg.amp)
     seconds = time.perf_counter() - t0
-    bank = FeatureBank(feats, index)
+    return score_bank(name, FeatureBank(feats, index), images, proto, len(images) / seconds if seconds else 0.0)
+
+
+def score_bank(name: str, bank: FeatureBank, images: torch.Tensor, proto: Protocol,
+               images_per_s: float) -> EvalResult:
+    """Every split of both protocols scored from one feature bank (just embedded, or read back)."""
     per_query: list[pd.DataFrame] = []
     per_split = evaluate_protocol(bank, proto, with_cmc=True, per_query=per_query)
-    return EvalResult(name, bank, images, rows, per_split, pd.concat(per_query, ignore_index=True),
-                      len(images) / seconds if seconds else 0.0, proto)
+    return EvalResult(name, bank, images, proto.eval_rows(), per_split, pd.concat(per_query, ignore_index=True),
+                      images_per_s, proto)
 
 
 def save_metrics(run, exp, ds: HandDataset, rdir: Path, record: dict, clip: ClipModel,
@@ -83,11 +88,17 @@ def save_metrics(run, exp, ds: HandDataset, rdir: Path, record: dict, clip: Clip
             embed_images_per_s={str(s): ev.images_per_s for (s, m), ev in evals.items() if m == mode})
         write_metrics(path, payload, rows, queries)
         files[mode] = path
-        record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), {
-            "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
-            "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
-            "variant": run.variant, "recorded": now()})
+        record_metrics(run, exp, ds, record, mode, path)
     return files
+
+
+def record_metrics(run, exp, ds: HandDataset, record: dict, mode: str, path: Path) -> None:
+    """List one metrics file in the invocation's manifest (written now, or read back unchanged)."""
+    cfg, method = exp.cfg, exp.method
+    record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), {
+        "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
+        "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
+        "variant": run.variant, "recorded": now()})
 
 
 def _train_times(rdir: Path, seeds) -> dict[str, dict]:

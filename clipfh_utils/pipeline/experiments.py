@@ -32,8 +32,9 @@ from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
 from ..training.weights import store_half_if_exact
 from .banks import save_bank
-from .evaluate import EvalResult, evaluate_model, save_metrics
+from .evaluate import EvalResult, evaluate_model, record_metrics, save_metrics
 from .resolve import Experiment
+from .reuse import unchanged_evaluations
 from .run_state import RunTarget, disk_need, plan_run, target_name
 from .seed_model import build_seed_model, load_backbone, seed_context
 
@@ -152,6 +153,8 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
     evals: dict[tuple[int, str], EvalResult] = {}
     per_split, per_query, trained, first_model = [], [], [], None
     seeds = cfg.seeds if method.trains else cfg.seeds[:1]
+    kept = unchanged_evaluations(rdir, ds, cfg, name, str(run.device), list(seeds), run.variant)
+    read_back = set()
     for seed in seeds:
         ctx = seed_context(cfg, run.device, seed, clip0 if seed == seeds[0] else None, method)
         clip, folder = ctx.clip, target.seed_dir(seed)
@@ -171,15 +174,24 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():
             label = cfg.name + (f" [{mode}]" if mode else "") + (f" seed {seed}" if method.trains else "")
-            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label)
+            if mode in kept and not did_train:
+                ev = kept[mode].result(seed, ds, run.images, label)
+                read_back.add((seed, mode))
+            else:
+                ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label)
             evals[(seed, mode)] = ev
             per_split.append(ev.per_split.assign(seed=seed, mode=mode))
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))
     per_split_df = pd.concat(per_split, ignore_index=True)
     per_query_df = pd.concat(per_query, ignore_index=True)
     lock.check()
-    files = save_metrics(run, exp, ds, rdir, record, clip0, per_split_df, per_query_df, evals)
-    save_banks(files, evals, name, ds.key)
+    if read_back == set(evals):  # nothing changed: the files stay as evaluated, listed in this invocation
+        files = {mode: k.path for mode, k in kept.items() if any(m == mode for _, m in evals)}
+        for mode, path in files.items():
+            record_metrics(run, exp, ds, record, mode, path)
+    else:
+        files = save_metrics(run, exp, ds, rdir, record, clip0, per_split_df, per_query_df, evals)
+        save_banks(files, evals, name, ds.key)
     return ExperimentResult(exp, name, rdir, ds, clip0, first_model, evals, per_split_df, per_query_df,
                             files, trained, len(class_ids))
 
