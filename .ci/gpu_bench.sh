@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark table on a lent CUDA machine (one prepared device call, about 6 minutes):
 #   bash .ci/gpu_bench.sh      (needs .whl/ with open_clip_torch, ftfy, wcwidth where open_clip is missing: docs/performance.md)
-# Each line is one `python -m clipfh_utils bench` result; compiled runs include their warm-up in a
+# Each line is one `clipfh bench` result; compiled runs include their warm-up in a
 # separate field, and --seeds 2 times a second, fresh model's first steps (no recompilation expected).
 set -u
 . "$(dirname "$0")/gpu_env.sh"

@@ -45,7 +45,7 @@ def require_free_space(folder: str | Path, needed: int, what: str) -> None:
     if free < needed:
         raise DiskFullError(f"{folder}: not enough free disk space for {what}: needs about "
                             f"{size_text(needed)}, {size_text(free)} free; free space there "
-                            "(`python -m clipfh_utils clean`) or write elsewhere (--run-dir)")
+                            "(`clipfh clean`) or write elsewhere (--run-dir)")
 
 
 @contextmanager
@@ -71,7 +71,7 @@ def atomic_path(path: str | Path, size_hint: int | None = None) -> Iterator[Path
         need = f"needs about {size_text(size_hint)}, " if size_hint else ""
         raise DiskFullError(f"{path.parent}: disk full while writing {path.name} ({need}"
                             f"{size_text(free_bytes(path.parent))} free); the previous {path.name}, if "
-                            "any, is intact: free space there (`python -m clipfh_utils clean`) or write "
+                            "any, is intact: free space there (`clipfh clean`) or write "
                             "elsewhere (--run-dir)") from None
     finally:
         if os.path.exists(tmp):

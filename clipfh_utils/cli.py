@@ -1,4 +1,5 @@
-"""Command line: `python -m clipfh_utils {run,clean,bench,splits,synth}`.
+"""Command line: `clipfh {run,sweep,clean,bench,splits,synth}` (the installed entry point;
+`python -m clipfh_utils` runs the same without it).
 
 Errors print one line (what, where, how to fix) and exit 2 for bad input (a config, the data, a
 weights file, the state of a run folder), 1 for a failed run (a notebook, a lock held by another
@@ -12,7 +13,7 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m clipfh_utils", description=__doc__)
+    ap = argparse.ArgumentParser(prog="clipfh", description=__doc__)
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -175,7 +176,7 @@ def _clean(a: argparse.Namespace) -> None:
     elif a.remove:
         print(f"removed {len(items)} item(s), {size_text(remove(items))} freed")
     else:
-        command = " ".join(["python -m clipfh_utils clean --remove", *(["--profile", a.profile] if a.profile != "demo" else []),
+        command = " ".join(["clipfh clean --remove", *(["--profile", a.profile] if a.profile != "demo" else []),
                             *(["--run-dir", a.run_dir] if a.run_dir else []), *(x for p in a.param for x in ("-p", p))])
         print(f"{len(items)} item(s), {total}: remove them with `{command}`")
 

@@ -60,6 +60,39 @@ def environment() -> dict:
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+# what a run's numbers depend on most; `clipfh` notes when a run is reproduced with other versions
+KEY_PACKAGES = ("torch", "torchvision", "open-clip-torch", "numpy", "scipy", "scikit-learn", "pillow", "pandas",
+                "timm")
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def package_versions(freeze: Iterable[str], names: Iterable[str] = KEY_PACKAGES) -> dict[str, str]:
+    """{name: version} of `names` in `pip freeze` lines ("Name==1.2.3")."""
+    wanted = {_canonical(n) for n in names}
+    out = {}
+    for line in freeze:
+        name, sep, version = line.partition("==")
+        if sep and _canonical(name) in wanted:
+            out[_canonical(name)] = version.strip()
+    return out
+
+
+def version_drift(recorded: dict, current: dict | None = None) -> dict[str, tuple[str | None, str | None]]:
+    """The key packages (and Python) whose version differs between a run's recorded environment and
+    `current` (default: this one): {name: (recorded, now)}. A record without `pip_freeze` has none."""
+    if not recorded.get("pip_freeze"):
+        return {}
+    current = current or _static_environment()
+    then, now = package_versions(recorded["pip_freeze"]), package_versions(current.get("pip_freeze", []))
+    drift = {n: (then.get(n), now.get(n)) for n in sorted(set(then) | set(now)) if then.get(n) != now.get(n)}
+    if recorded.get("python") and recorded.get("python") != current.get("python"):
+        drift["python"] = (recorded["python"], current.get("python"))
+    return drift
+
+
 def short_environment(env: dict) -> str:
     """One line for figure metadata and report footers."""
     commit = (env.get("git_commit") or "unknown")[:10] + ("+dirty" if env.get("git_dirty") else "")

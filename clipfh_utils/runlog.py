@@ -1,6 +1,6 @@
 """The run log: one text file per invocation that a long batch run can be followed in.
 
-`python -m clipfh_utils run` points CLIPFH_RUN_LOG at invocations/<id>/run.log; the notebook
+`clipfh run` points CLIPFH_RUN_LOG at invocations/<id>/run.log; the notebook
 kernels append their progress lines there (per epoch: losses, seconds, ETA) and the runner adds
 papermill's cell output, so `tail -f` shows a run on a remote box without touching the reports.
 Interactively (no CLIPFH_RUN_LOG) nothing is written: progress bars show instead.

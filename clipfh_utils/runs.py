@@ -218,6 +218,16 @@ def metrics_files(rdir: Path, dataset_key: str, n_splits: int, flip: bool) -> li
     return sorted((Path(rdir) / METRICS).glob(pattern))
 
 
+def all_metrics_files(rdir: Path) -> list[Path]:
+    """Every evaluation of a run (its own, re-evaluations, transfers), by file name."""
+    return sorted((Path(rdir) / METRICS).glob("*.json"))
+
+
+def run_of_metrics_file(metrics_file: str | Path) -> Path:
+    """The run folder a metrics file belongs to."""
+    return Path(metrics_file).parent.parent
+
+
 def split_csv_path(metrics_file: str | Path) -> Path:
     """The per-split rows beside a metrics file."""
     return Path(metrics_file).with_suffix(".csv")

@@ -21,7 +21,7 @@ ALLOWED = {
     "data": {"config", "atomic", "console", "provenance"},
     "evaluation": {"data"},
     "backbones": {"config", "atomic", "provenance"},
-    "training": {"config", "atomic", "backbones", "evaluation", "runlog"},
+    "training": {"config", "atomic", "console", "backbones", "evaluation", "runlog"},
     "methods": {"config", "atomic", "provenance", "backbones", "training", "evaluation", "data"},
     "report": {"config", "atomic", "provenance", "runs", "evaluation", "data", "training"},
     "explain": {"config", "atomic", "backbones", "data", "evaluation"},
@@ -91,6 +91,7 @@ def test_the_import_check_can_fail(tmp_path, monkeypatch):
         bad.unlink()
 
 
+@pytest.mark.slow
 def test_a_method_from_outside_the_package_trains_evaluates_and_reports(tmp_path):
     """tests/minimal_method.py: trained by the shared loop, scored by the evaluator, in the tables
     and the index, with no package file changed."""
@@ -286,3 +287,14 @@ def test_the_build_check_can_fail():
         assert model_build_calls() == ["report/_tmp_bad_build.py:2 exp.method.build("]
     finally:
         bad.unlink()
+
+
+MAX_LINES = 450
+OVER_THE_LIMIT_FOR_NOW = {"report/plotting.py"}  # being split by its owner; remove it once it is
+
+
+def test_no_module_over_450_lines():
+    """Small modules with one job each: a module past the limit holds two jobs; split it along them."""
+    long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert set(long) <= OVER_THE_LIMIT_FOR_NOW, {k: v for k, v in long.items() if k not in OVER_THE_LIMIT_FOR_NOW}

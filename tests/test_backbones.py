@@ -15,7 +15,7 @@ def offline_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPFH_WEIGHTS_DIR", str(tmp_path / "weights"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr("clipfh_utils.backbones.loading.REPO_ROOT", tmp_path)
+    monkeypatch.setattr("clipfh_utils.backbones.weights.REPO_ROOT", tmp_path)
 
 
 @pytest.mark.parametrize("name", ["ViT-B-16", "RN50"])
@@ -115,8 +115,8 @@ def test_non_native_input_sizes():
         assert cropped.model.encode_image(torch.randn(2, 3, 50, 64)).shape == (2, 64)
 
 
-def test_weight_discovery_order(offline_env, tmp_path):
-    from clipfh_utils.backbones.loading import _find_pretrained
+def test_weight_discovery_order(offline_env, tmp_path, monkeypatch):
+    from clipfh_utils.backbones.weights import _find_pretrained
     assert _find_pretrained("ViT-B-16", "openai") is None
     # an offline Hugging Face cache entry is found ...
     snap = tmp_path / "hf" / "models--timm--vit_base_patch16_clip_224.openai" / "snapshots" / "abc"
@@ -131,6 +131,13 @@ def test_weight_discovery_order(offline_env, tmp_path):
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "ViT-B-16.pt").write_bytes(b"x")
     assert _find_pretrained("ViT-B-16", "openai") == str(tmp_path / "weights" / "ViT-B-16.pt")
+    # without $CLIPFH_WEIGHTS_DIR: the repository's weights/ folder (REPO_ROOT is tmp_path here)
+    monkeypatch.setenv("CLIPFH_WEIGHTS_DIR", str(tmp_path / "elsewhere"))
+    assert _find_pretrained("RN50", "openai") is None
+    (tmp_path / "weights" / "RN50.safetensors").write_bytes(b"x")
+    assert _find_pretrained("RN50", "openai") == str(tmp_path / "weights" / "RN50.safetensors")
+    monkeypatch.delenv("CLIPFH_WEIGHTS_DIR")
+    assert _find_pretrained("RN50", "openai") == str(tmp_path / "weights" / "RN50.safetensors")
 
 
 def test_random_init_is_seeded_and_leaves_global_rng_alone():
@@ -231,3 +238,31 @@ def test_template_must_hold_n_placeholders():
     with pytest.raises(ValueError, match="exactly 4 consecutive"):
         PromptTemplate(vit, "A photo of a X hand.", 4)
     assert PromptTemplate(vit, "A photo of a * hand.", 1, placeholder="*").start == 5
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("size, last_stride, grid", [((64, 64), 1, (4, 4)), ((96, 128), 2, (3, 4))])
+def test_attnpool_grid_resize_is_f_interpolate_of_the_stored_grid(mode, size, last_stride, grid):
+    """CLIP-ReID's official code resizes the attnpool position grid bilinearly, align_corners=False:
+    the resized embedding is exactly that interpolation of the stored (native) grid, CLS entry kept."""
+    native = load_clip("tiny-rn")  # 64 px, stride 2: a 2 x 2 grid, not resized
+    pos = native.model.visual.attnpool.positional_embedding.detach()
+    assert pos.shape[0] == 1 + 2 * 2
+    stored = pos[1:].reshape(1, 2, 2, -1).permute(0, 3, 1, 2)          # (1, C, 2, 2)
+    ref = F.interpolate(stored, size=grid, mode=mode, align_corners=False)
+    ref = ref.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)
+    clip = load_clip("tiny-rn", image_size=size, last_stride=last_stride, attnpool_resize=mode)
+    new = clip.model.visual.attnpool.positional_embedding.detach()
+    assert torch.equal(new[0], pos[0]) and new.shape == (1 + grid[0] * grid[1], pos.shape[1])
+    assert torch.allclose(new[1:], ref, atol=1e-6)
+    other = "bicubic" if mode == "bilinear" else "bilinear"
+    ref_other = F.interpolate(stored, size=grid, mode=other, align_corners=False)
+    assert not torch.allclose(new[1:], ref_other.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1), atol=1e-4)
+
+
+def test_attnpool_resize_default_is_bilinear_and_bad_modes_are_refused():
+    a = load_clip("tiny-rn", last_stride=1).model.visual.attnpool.positional_embedding
+    b = load_clip("tiny-rn", last_stride=1, attnpool_resize="bilinear").model.visual.attnpool.positional_embedding
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="attnpool resize mode 'nearest': use one of bilinear, bicubic"):
+        load_clip("tiny-rn", last_stride=1, attnpool_resize="nearest")

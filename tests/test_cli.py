@@ -71,3 +71,27 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "lrr" in err and "Traceback" not in err
     assert main(["run", "--profile", "nope", "--run-dir", str(tmp_path)]) == 2
     assert "no profiles config named 'nope'" in capsys.readouterr().err
+
+
+def test_the_short_command_is_what_help_and_every_suggestion_name(capsys):
+    """`clipfh` (the entry point) in --help, and in every message and doc line that suggests a command."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    from .conftest import REPO
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith("usage: clipfh [-h]")
+    script = Path(sys.executable).parent / "clipfh"  # installed by `make install` (pip install -e .)
+    done = subprocess.run([str(script), "clean", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage: clipfh clean"), done.stderr[-500:]
+    long_form = re.compile(r"python3? -m clipfh_utils(?![.\w])")
+    texts = [*REPO.glob("clipfh_utils/**/*.py"), *REPO.glob("*.md"), *REPO.glob("docs/*.md"),
+             *REPO.glob("notebooks/*.ipynb"), REPO / "Makefile"]
+    hits = [f"{f.relative_to(REPO)}:{i}" for f in texts for i, line in enumerate(f.read_text().splitlines(), 1)
+            if long_form.search(line)]
+    assert hits == ["clipfh_utils/cli.py:2"], hits  # only where the docstring names the long form

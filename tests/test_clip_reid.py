@@ -49,11 +49,11 @@ def setup(cfg, data, seed=0):
     return ctx, METHOD.build(cfg, ctx, data.n_classes)
 
 
-def train_seed(cfg, data, out, seed=0, resume=False, on_epoch_end=None, checkpoint_every=1):
+def train_seed(cfg, data, out, seed=0, resume=False, on_epoch_end=None, checkpoint_every=1, config=None):
     ctx, model = setup(cfg, data, seed)
     plan = METHOD.plan(cfg, model, data, ctx)
     Trainer(out, CPU, plan.state, ctx.generator, seed=seed, amp=False, resume=resume,
-            on_epoch_end=on_epoch_end, checkpoint_every=checkpoint_every).fit(plan.phases)
+            on_epoch_end=on_epoch_end, checkpoint_every=checkpoint_every, config=config).fit(plan.phases)
     return model
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from clipfh_utils.backbones.loading import ClipModel, WeightsMismatchError, WeightsNotFoundError
+from clipfh_utils.backbones.loading import ClipModel
+from clipfh_utils.backbones.weights import WeightsMismatchError, WeightsNotFoundError
 from clipfh_utils.config import ConfigError, build
 from clipfh_utils.methods import BuildContext, get_method
 from clipfh_utils.methods.cnn_baseline import backbone as bb
@@ -233,6 +234,7 @@ def test_default_backbone_of_a_method_is_clip():
 
 # --------------------------------------------------------------------------- in the pipeline
 
+@pytest.mark.slow
 def test_tiny_baseline_trains_and_reports_beside_the_clip_stages(tmp_path):
     from clipfh_utils import load_run
     from clipfh_utils.pipeline import open_run

@@ -124,3 +124,23 @@ def test_reference_recipes_are_the_published_values():
     assert (vit.finetune.warmup_factor, rn.finetune.warmup_factor) == (0.1, 0.01)
     assert rn.backbone.last_stride == 1 and vit.backbone.last_stride == 2
     assert (vit.prompt.epochs, rn.prompt.epochs) == (120, 60)
+
+
+def test_the_config_package_exports_every_public_name_of_its_modules():
+    """`from clipfh_utils.config import X` works for every public name a module of the package defines
+    (one added to a module without exporting it fails here), each from the module defining it."""
+    import ast
+    import importlib
+    from pathlib import Path
+    import clipfh_utils.config as config
+    defined = {}
+    for path in sorted(Path(config.__file__).parent.glob("[!_]*.py")):
+        for node in ast.parse(path.read_text()).body:
+            targets = ([node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else
+                       [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign) else
+                       [node.target.id] if isinstance(node, ast.AnnAssign) else [])
+            defined.update({n: path.stem for n in targets if not n.startswith("_")})
+    assert {"load_profile", "build", "parse_overrides", "repo_path", "Profile", "ConfigError"} <= set(defined)
+    assert sorted(config.__all__) == sorted(defined)
+    for name, module in defined.items():
+        assert getattr(config, name) is getattr(importlib.import_module(f"clipfh_utils.config.{module}"), name)

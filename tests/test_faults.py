@@ -46,6 +46,7 @@ from clipfh_utils.training.checkpoint import CheckpointError, checkpoint_positio
 from clipfh_utils.training.weights import store_half_if_exact
 
 from .conftest import REAL_HANDINFO, REPO
+from .test_events import read_events, scalars
 from .test_runs import FAST
 
 FAST_P = [x for item in FAST for x in ("-p", item)]
@@ -276,6 +277,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(case, world, capsys, monkeypatch):
     argv = [fill(x, world) for x in case.args]
@@ -300,6 +302,7 @@ def test_bad_input_is_one_line_and_changes_nothing(case, world, capsys, monkeypa
 
 # --------------------------------------------------------------------------- faults, in process
 
+@pytest.mark.slow
 def test_modified_handinfo_with_the_flag_writes_elsewhere_and_says_so(world, tmp_path, capsys):
     before = snapshot(COMMITTED_SPLITS)
     splits = tmp_path / "splits"
@@ -314,6 +317,7 @@ def test_modified_handinfo_with_the_flag_writes_elsewhere_and_says_so(world, tmp
     assert_nothing_lost(before, snapshot(COMMITTED_SPLITS))
 
 
+@pytest.mark.slow
 def test_handinfo_with_a_bom_is_read(world, tmp_path, capsys):
     assert main(["splits", "--profile", "full", "-p", f"data.handinfo={world['inputs']}/bom.csv",
                  "-p", f"data.splits_dir={tmp_path}", "-p", "protocol.n_splits=1"]) == 0
@@ -333,6 +337,7 @@ def test_split_lists_that_exist_are_not_rewritten(tmp_path):
     assert set(after) - set(before) == {str(folder / f"{k}_02.csv") for k in ("query", "gallery", "gallery_all")}
 
 
+@pytest.mark.slow
 def test_profile_with_a_bom_is_read(world):
     assert load_profile(world["inputs"] / "bom.yaml").name == "demo"
 
@@ -344,6 +349,7 @@ def test_overrides_merge_deeply_and_in_order():
     assert (ft.lr, ft.k, ft.augment.pad, ft.p, ft.epochs) == (0.5, 3, 1, 8, 40)  # nothing dropped
 
 
+@pytest.mark.slow
 def test_unfinished_run_is_refused_in_a_notebook_too(world):
     before = snapshot(world["out"] / "runs")  # (opening the run context joins the newest invocation)
     with pytest.raises(RunStateError, match=r"seed 0 unfinished .*--resume"):
@@ -351,6 +357,7 @@ def test_unfinished_run_is_refused_in_a_notebook_too(world):
     assert snapshot(world["out"] / "runs") == before
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_named_before_anything_runs(world_copy, capsys):
     ckpt = world_copy["out"] / "runs" / world_copy["b"] / "seed0" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:2000])
@@ -362,6 +369,7 @@ def test_truncated_checkpoint_is_named_before_anything_runs(world_copy, capsys):
     assert_nothing_lost(before, snapshot(world_copy["out"]))
 
 
+@pytest.mark.slow
 def test_resume_from_changes_the_learning_rate_for_real_as_a_new_run(world_copy):
     out, b = world_copy["out"], world_copy["b"]
     b_before = snapshot(out / "runs" / b)
@@ -377,12 +385,16 @@ def test_resume_from_changes_the_learning_rate_for_real_as_a_new_run(world_copy)
     assert sorted(ft) == [1, 2] and [e["phase"] for e in epochs].count("prompt") == 1
     assert ft[1]["lr_image_encoder"] == pytest.approx(0.002 * 0.55)  # B's epoch, as it ran
     assert ft[2]["lr_image_encoder"] == pytest.approx(0.01)          # the new rate, really used
+    tb = scalars(read_events(res.run_dir / "seed0"))  # B's curves copied in and continued, each step once
+    assert [v for _, v in tb["lr/image_encoder"]] == pytest.approx([0.002 * 0.55, 0.01])
+    assert [s for s, _ in tb["loss/total"]] == list(range(sum(e["steps"] for e in epochs)))
     kept = torch.load(res.run_dir / "seed0" / "checkpoint.pt", weights_only=False)  # keep_checkpoint
     groups = {g["name"]: g for g in kept["optimizer"]["param_groups"]}
     assert groups["image_encoder"]["weight_decay"] == 0.05 and groups["image_encoder"]["base_lr"] == 0.01
     assert_nothing_lost(b_before, snapshot(out / "runs" / b))  # the source run is untouched
 
 
+@pytest.mark.slow
 def test_resume_from_cannot_shorten_training(world_copy):
     b = world_copy["b"]
     with pytest.raises(CheckpointError, match=r"epoch 1 of phase 'finetune' but the config asks for 0"):
@@ -390,6 +402,7 @@ def test_resume_from_cannot_shorten_training(world_copy):
                  ).run_stage("stage2", progress=False)
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_of_another_shape_is_one_line(world_copy):
     b = world_copy["b"]
     with pytest.raises(CheckpointError) as e:
@@ -400,6 +413,7 @@ def test_resume_from_a_checkpoint_of_another_shape_is_one_line(world_copy):
     assert "'model' state does not fit the model as now configured" in msg and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(world_copy, monkeypatch):
     out, b = world_copy["out"], world_copy["b"]
     ckpt = out / "runs" / b / "seed0" / "checkpoint.pt"
@@ -419,6 +433,7 @@ def test_full_disk_while_checkpointing_keeps_the_last_checkpoint(world_copy, mon
     assert not list(ckpt.parent.glob(".*.tmp")) and not (out / "runs" / b / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_full_disk_while_writing_the_manifest_keeps_the_previous_one(world_copy, monkeypatch):
     out = world_copy["out"]
     inv = new_invocation(out, {"profile": "demo"})
@@ -452,6 +467,7 @@ def test_partial_notebook_is_kept_only_when_complete(tmp_path):
     assert not cut.exists() and not (tmp_path / "b.failed.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_killed_kernel_is_named_and_failed_in_the_index(world_copy, tmp_path, monkeypatch):
     nb_dir = tmp_path / "notebooks"
     nb_dir.mkdir()
@@ -509,6 +525,7 @@ def test_stale_lock_of_another_host_is_taken_over_with_a_note(tmp_path, capsys):
     assert not (folder / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_live_lock_stops_a_second_writer_and_a_reader_takes_none(world, tmp_path):
     folder = world["out"] / "runs" / world["a"]
     before = snapshot(world["out"])
@@ -567,6 +584,7 @@ def test_parallel_writers_lose_no_manifest_entry(tmp_path):
 
 # --------------------------------------------------------------------------- disk
 
+@pytest.mark.slow
 def test_finished_weights_are_fp16_only_where_exact_enough(world, tmp_path):
     saved = torch.load(world["out"] / "runs" / world["a"] / "seed0" / "weights.pt", weights_only=False)
     assert saved["weights_dtype"] == "float16"
@@ -584,6 +602,7 @@ def test_finished_weights_are_fp16_only_where_exact_enough(world, tmp_path):
     assert model.weight.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     out, a, b = world_copy["out"], world_copy["a"], world_copy["b"]
     orphan = out / "runs" / f"{EXP}-0123456789"
@@ -607,7 +626,7 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
     for needle in (f"run no invocation refers to: {orphan}", f"checkpoint of a finished seed: {out / 'runs' / a}",
                    "partial notebook of a failed run", f"temp file of an interrupted write: {tmp}",
                    "decode cache (rebuilt when needed)", f"kept  {out / 'runs' / b}: unfinished (seed0)",
-                   "5 item(s), ", f"`python -m clipfh_utils clean --remove --run-dir {out} -p data.cache_dir={cache}`"):
+                   "5 item(s), ", f"`clipfh clean --remove --run-dir {out} -p data.cache_dir={cache}`"):
         assert needle in listing, needle
     assert main([*argv, "--remove"]) == 0
     assert "removed 5 item(s)" in capsys.readouterr().out
@@ -618,6 +637,7 @@ def test_clean_lists_first_and_removes_on_request(world_copy, tmp_path, capsys):
 
 # --------------------------------------------------------------------------- kill -9, a subprocess
 
+@pytest.mark.slow
 def test_kill_9_then_resume_reaches_the_same_weights(world, tmp_path, capsys):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -655,8 +675,13 @@ def test_kill_9_then_resume_reaches_the_same_weights(world, tmp_path, capsys):
     assert all(torch.equal(resumed[k], reference[k]) for k in reference)
     epochs = [json.loads(x) for x in (ckpt.parent / "epochs.jsonl").read_text().splitlines()]
     assert [(e["phase"], e["epoch"]) for e in epochs] == [("prompt", 1), ("finetune", 1), ("finetune", 2)]
+    # the TensorBoard curves continue across the kill: every step once, the uninterrupted run's values
+    tb, ref = (scalars(read_events(d / "runs" / world["a"] / "seed0")) for d in (out, world["out"]))
+    assert [s for s, _ in tb["loss/total"]] == list(range(sum(e["steps"] for e in epochs)))
+    assert {t: tb[t] for t in tb if t.startswith(("loss/", "lr/"))} == {t: ref[t] for t in ref if t.startswith(("loss/", "lr/"))}
 
 
+@pytest.mark.slow
 def test_resume_from_leaves_the_profiles_other_experiments_alone(world_copy):
     """--resume-from names a run of one experiment; the profile's others (here Stage 1) run as usual."""
     out, b = world_copy["out"], world_copy["b"]
@@ -665,6 +690,7 @@ def test_resume_from_leaves_the_profiles_other_experiments_alone(world_copy):
     assert [r.experiment.stage for r in results] == ["stage1", "stage1"]
 
 
+@pytest.mark.slow
 def test_resume_trains_what_has_no_unfinished_run_on_its_data(world_copy, capsys):
     """--resume after an interruption on one dataset: the same experiment on another dataset has no
     run of its own to continue and trains (the unfinished run on the first dataset is not its run)."""
@@ -676,6 +702,7 @@ def test_resume_trains_what_has_no_unfinished_run_on_its_data(world_copy, capsys
     assert f"--resume: {EXP} has no run to continue; training it from the start" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_run_name_shown_before_running_is_the_run_made_with_resume_from(world_copy):
     """What a sweep lists and skips by (experiment_run_name) is the name the run gets, --resume-from included."""
     from clipfh_utils.pipeline.experiments import experiment_run_name

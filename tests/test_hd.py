@@ -217,6 +217,7 @@ def test_cli_reports_a_missing_hd_folder_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and err.startswith("error: ") and str(tmp_path / "HD" / ORIGINAL) in err
 
 
+@pytest.mark.slow
 def test_hd_runs_through_the_pipeline_with_both_protocols(hd, tmp_path):
     from clipfh_utils.pipeline import open_run
     run = open_run("demo", tmp_path / "out", [

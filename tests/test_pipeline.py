@@ -246,6 +246,7 @@ def test_kernel_is_pinned_to_this_interpreter(tmp_path, monkeypatch):
     assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
 
 
+@pytest.mark.slow
 def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch):
     from clipfh_utils.data.image_cache import MissingImagesError
     from clipfh_utils.methods import base
@@ -259,6 +260,7 @@ def test_missing_real_images_are_listed_before_models_load(tmp_path, monkeypatch
             run.run_stage(stage)
 
 
+@pytest.mark.slow  # the full_rendered profile's data: every protocol image rendered (~40 s)
 def test_rendered_11k_dataset_is_labelled_synthetic_and_renders_only_protocol_rows(tmp_path):
     from clipfh_utils.pipeline import open_run
 
@@ -308,6 +310,7 @@ def test_report_html_is_offline_and_has_no_widgets(tmp_path):
     assert "data:image/png;base64,iVBORw0KGgo=" in html and "A formula" in html
 
 
+@pytest.mark.slow
 def test_kernels_use_ipc_and_keep_their_log_off_the_console(tmp_path, capfd):
     import papermill as pm
     from nbformat.v4 import new_code_cell, new_notebook

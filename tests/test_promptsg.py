@@ -132,7 +132,12 @@ def test_one_step_reaches_inversion_interaction_and_encoder_but_not_the_text_tow
     optimizer_step(phase.loss, phase.optimizer, phase.inputs(torch.arange(8)), phase.terms, CPU, False)
     names = {id(p): n for n, p in model.named_parameters()}
     groups = {g["name"]: g for g in phase.optimizer.param_groups}
-    assert set(groups) == {"image_encoder", "new_modules"}
+    # the shared optimiser groups: weights and biases apart, each kind at its own rate
+    assert set(groups) == {"image_encoder", "image_encoder_bias", "new_modules", "new_modules_bias"}
+    for kind in ("image_encoder", "new_modules"):
+        assert groups[kind]["base_lr"] == groups[kind + "_bias"]["base_lr"] == 1e-3
+        assert all("bias" in names[id(p)] for p in groups[kind + "_bias"]["params"])
+        assert not any("bias" in names[id(p)] for p in groups[kind]["params"])
     for g in groups.values():
         for p in g["params"]:
             assert p.grad is not None and p.grad.abs().sum() > 0, f"{g['name']}: {names[id(p)]}"
@@ -165,8 +170,10 @@ def test_unfrozen_text_encoder_trains_at_its_own_lr():
     phase = train_phase(cfg, model, data, ctx, PKSampler(data.labels.tolist(), 2, 2))
     model.train()
     optimizer_step(phase.loss, phase.optimizer, phase.inputs(torch.arange(8)), phase.terms, CPU, False)
-    group = [g for g in phase.optimizer.param_groups if g["name"] == "text_encoder"][0]
-    assert group["base_lr"] == 3e-4 and len(group["params"]) == len(list(model.text.parameters()))
+    text_groups = [g for g in phase.optimizer.param_groups if g["name"].startswith("text_encoder")]
+    assert {g["name"] for g in text_groups} == {"text_encoder", "text_encoder_bias"}
+    assert all(g["base_lr"] == 3e-4 for g in text_groups)
+    assert sum(len(g["params"]) for g in text_groups) == len(list(model.text.parameters()))
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.text.parameters())
     state = METHOD.model_state(cfg, model).state_dict()
     assert any(k.startswith("text.") for k in state)  # saved, since it is no longer the pretrained one
@@ -197,16 +204,17 @@ def test_interaction_attends_over_every_patch(blocks):
         assert not torch.allclose(mod(q2, tokens)[1][0], attn[0])  # the map depends on the prompt
 
 
-def cross_attention_by_hand(mod, q, tokens):
-    """Multi-head attention of one (pre-normed) query over the (pre-normed) tokens, written out:
-    per head softmax(q k^T / sqrt(d)) v, concatenated, output projection; the map averaged over heads."""
+def cross_attention_by_hand(mod, q, tokens, pre=True):
+    """Multi-head attention of one query over the tokens (both layer-normed first when `pre`),
+    written out: per head softmax(q k^T / sqrt(d)) v, concatenated, output projection; the map
+    averaged over heads."""
     a = mod.cross
     e, h = q.shape[1], a.num_heads
     d = e // h
     wq, wk, wv = a.in_proj_weight.split(e)
     bq, bk, bv = a.in_proj_bias.split(e)
-    qn = F.layer_norm(q, (e,), mod.ln_q.weight, mod.ln_q.bias)
-    kn = F.layer_norm(tokens, (e,), mod.ln_kv.weight, mod.ln_kv.bias)
+    qn = F.layer_norm(q, (e,), mod.ln_q.weight, mod.ln_q.bias) if pre else q
+    kn = F.layer_norm(tokens, (e,), mod.ln_kv.weight, mod.ln_kv.bias) if pre else tokens
     outs, maps = [], []
     for b in range(len(q)):
         heads, weights = [], []
@@ -222,23 +230,25 @@ def cross_attention_by_hand(mod, q, tokens):
     return torch.stack(outs), torch.stack(maps)
 
 
-def test_interaction_reweighting_formulas_by_hand():
-    """With no blocks the output is LayerNorm(query + cross-attention output); the map is the
-    head-averaged softmax over the patches; the re-weighted tokens reach the blocks (seen through
-    one identity block)."""
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_interaction_reweighting_formulas_by_hand(norm):
+    """With no blocks the output is LayerNorm(query + cross-attention output) (pre-norm: of the
+    normed query and tokens); the map is the head-averaged softmax over the patches; the re-weighted
+    tokens reach the blocks (seen through one identity block)."""
     torch.manual_seed(0)
     q, tokens = torch.randn(2, 8), torch.randn(2, 5, 8)
     rules = (("scale", lambda a: 5 * a), ("residual", lambda a: 1 + 5 * a), ("none", lambda a: 1 + 0 * a))
     for rule, weight in rules:
-        mod = Interaction(InteractionCfg(blocks=0, heads=2, reweight=rule), 8).eval()
+        mod = Interaction(InteractionCfg(blocks=0, heads=2, reweight=rule, norm=norm), 8).eval()
         seen = {}
         mod.blocks.append(torch.nn.Identity())
         mod.blocks[0].register_forward_hook(lambda m, i, o: seen.setdefault("x", i[0]))
         with torch.no_grad():
             out, attn = mod(q, tokens)
-            ref_out, ref_map = cross_attention_by_hand(mod, q, tokens)
+            ref_out, ref_map = cross_attention_by_hand(mod, q, tokens, pre=norm == "pre")
+        ln = mod.ln_out if norm == "pre" else mod.ln_q  # post-norm: the residual sum is normed once
         assert torch.allclose(attn, ref_map, atol=1e-6)
-        assert torch.allclose(out, F.layer_norm(q + ref_out, (8,), mod.ln_out.weight, mod.ln_out.bias), atol=1e-5)
+        assert torch.allclose(out, F.layer_norm(q + ref_out, (8,), ln.weight, ln.bias), atol=1e-5)
         assert torch.allclose(seen["x"][:, 1:], tokens * weight(ref_map)[..., None], atol=1e-6), rule
 
 
@@ -266,25 +276,48 @@ def test_attention_maps_over_the_patch_grid(backbone, grid):
 
 # --------------------------------------------------------------------------- losses
 
-def test_supcon_and_total_hand_computed():
-    torch.manual_seed(0)
-    y = torch.tensor([0, 0, 1, 1, 2])
-    out = PromptSGOutput(torch.randn(5, 4), torch.randn(5, 3), torch.randn(5, 4), torch.randn(5, 4))
-    cfg = tiny_cfg()
-    terms = promptsg_terms(out, y, cfg)
-    supcon = supcon_by_hand(out.image, out.prompt, y, y) + supcon_by_hand(out.prompt, out.image, y, y)
+def cosine_supcon_by_hand(a, b, y, t):
+    """The paper's L_SupCon: both directions over cosine similarities (Eq. 1) / t."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    return supcon_by_hand(a, b, y, y, t) + supcon_by_hand(b, a, y, y, t)
 
-    assert terms["supcon"].item() == pytest.approx(supcon, abs=1e-5)
+
+def random_output(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    return PromptSGOutput(r(n, 4), r(n, 3), r(n, 4), r(n, 4), None, (r(n, 6), r(n, 5), r(n, 4)))
+
+
+def test_supcon_and_total_hand_computed():
+    y = torch.tensor([0, 0, 1, 1, 2])
+    out = random_output()
+    cfg = tiny_cfg()
+    assert cfg.optim.supcon_normalize and cfg.optim.supcon_temperature is None  # the paper's cosine
+    terms = promptsg_terms(out, y, cfg, 0.07)
+    supcon = cosine_supcon_by_hand(out.image, out.prompt, y, 0.07)
+    assert terms["supcon"].item() == pytest.approx(supcon, abs=1e-4)
     assert terms["id"].item() == pytest.approx(smoothed_ce_by_hand(out.logits, y, 0.1), abs=1e-5)
-    assert terms["triplet"].item() == pytest.approx(triplet_by_hand(out.feature, y), abs=1e-5)
+    # the triplet: the identity feature plus the encoder's three states (the paper's §4.3)
+    triplet = sum(triplet_by_hand(f, y) for f in (out.feature, *out.hidden))
+    assert terms["triplet"].item() == pytest.approx(triplet, abs=1e-5)
     from clipfh_utils.training.losses import weighted_total
     total = weighted_total(terms, cfg.optim.loss_weights)
-    assert total.item() == pytest.approx(terms["id"].item() + terms["triplet"].item() + 0.5 * supcon, abs=1e-5)
-    # the normalised / tempered variant
-    cfg_t = tiny_cfg(optim={"supcon_normalize": True, "supcon_temperature": 0.07})
+    assert total.item() == pytest.approx(terms["id"].item() + triplet + 0.5 * supcon, abs=1e-4)
+    with pytest.raises(ValueError, match="supcon_temperature is null"):
+        promptsg_terms(out, y, cfg)  # the backbone's temperature must come from the model
+    # the raw ablation (CLIP-ReID's convention), a fixed temperature, one direction only
+    raw = tiny_cfg(optim={"supcon_normalize": False, "supcon_temperature": 1.0})
+    expected = supcon_by_hand(out.image, out.prompt, y, y) + supcon_by_hand(out.prompt, out.image, y, y)
+    assert promptsg_terms(out, y, raw)["supcon"].item() == pytest.approx(expected, abs=1e-4)
+    fixed = tiny_cfg(optim={"supcon_temperature": 0.5})
+    assert promptsg_terms(out, y, fixed, 0.07)["supcon"].item() == pytest.approx(
+        cosine_supcon_by_hand(out.image, out.prompt, y, 0.5), abs=1e-4)
     a, b = F.normalize(out.image, dim=1), F.normalize(out.prompt, dim=1)
-    expected = supcon_by_hand(a, b, y, y, 0.07) + supcon_by_hand(b, a, y, y, 0.07)
-    assert promptsg_terms(out, y, cfg_t)["supcon"].item() == pytest.approx(expected, abs=1e-4)
+    for direction, ref in (("i2t", supcon_by_hand(a, b, y, y, 0.07)), ("t2i", supcon_by_hand(b, a, y, y, 0.07))):
+        one = tiny_cfg(optim={"supcon_directions": direction})
+        assert promptsg_terms(out, y, one, 0.07)["supcon"].item() == pytest.approx(ref, abs=1e-4)
+    with pytest.raises(ConfigError, match="supcon_temperature: the raw dot product .* needs a fixed temperature"):
+        tiny_cfg(optim={"supcon_normalize": False})
 
 
 def test_the_phase_loss_is_the_weighted_sum_of_the_models_terms():
@@ -298,7 +331,7 @@ def test_the_phase_loss_is_the_weighted_sum_of_the_models_terms():
     assert list(phase.terms) == ["id", "triplet", "supcon"] and set(terms) == set(phase.terms)
     with torch.no_grad():
         out = model(x, y)
-    supcon = supcon_by_hand(out.image, out.prompt, y, y) + supcon_by_hand(out.prompt, out.image, y, y)
+    supcon = cosine_supcon_by_hand(out.image, out.prompt, y, model.supcon_temperature)
     assert terms["supcon"].item() == pytest.approx(supcon, rel=1e-4)
     assert total.item() == pytest.approx((terms["id"] + terms["triplet"] + 0.5 * terms["supcon"]).item(), rel=1e-6)
 
@@ -346,7 +379,7 @@ def test_the_retrieval_feature_is_the_interaction_output(backbone):
     for got in (got_c, got_f):
         assert not torch.allclose(F.normalize(got, dim=1), F.normalize(f.proj, dim=1), atol=1e-2)
     with torch.no_grad():  # and a change in the interaction module shows in what is evaluated
-        model.interaction.ln_out.bias.add_(0.5)
+        model.interaction.cross.out_proj.bias.add_(torch.linspace(-1, 1, model.embed_dim))  # not a constant shift
         assert not torch.allclose(embedders["composed"](x), got_c, atol=1e-4)
 
 
@@ -429,12 +462,40 @@ def test_baseline_is_the_image_encoder_with_id_and_triplet():
     ctx, model = setup(cfg)
     phase = train_phase(cfg, model, data, ctx, PKSampler(data.labels.tolist(), 2, 2))
     assert list(phase.terms) == ["id", "triplet"]
-    assert {g["name"] for g in phase.optimizer.param_groups} == {"image_encoder", "new_modules"}
+    # the new module is the BNNeck head alone: its BN bias frozen, its classifier bias-free
+    assert {g["name"] for g in phase.optimizer.param_groups} == {"image_encoder", "image_encoder_bias",
+                                                                 "new_modules"}
     model.eval()
     (mode, embed), = METHOD.embedders(cfg, model).items()
     x = images()
     with torch.no_grad():
         assert mode == "" and torch.equal(embed(x), ctx.clip.model.encode_image(x))
+
+
+def test_without_the_interaction_module_the_projected_feature_is_the_identity_feature():
+    """The paper's Table 3 "w/o MIM": ID, triplet and retrieval use the projected image feature;
+    the composed prompt still serves SupCon (and the inversion network still learns through it)."""
+    cfg = tiny_cfg(interaction={"enabled": False, "heads": 2})
+    data = tiny_data()
+    ctx, model = setup(cfg)
+    assert model.interaction is None and "no interaction module" in cfg.settings()["note"]
+    phase = train_phase(cfg, model, data, ctx, PKSampler(data.labels.tolist(), 2, 2))
+    assert list(phase.terms) == ["id", "triplet", "supcon"]
+    model.train()
+    x, y = normalize(data.images[:8], ctx.clip.mean, ctx.clip.std), data.labels[:8]
+    out = model(x, y)
+    assert out.feature is out.image and out.attention is None
+    assert torch.allclose(out.logits, model.head.classifier(model.head.bn(out.image)))
+    optimizer_step(phase.loss, phase.optimizer, phase.inputs(torch.arange(8)), phase.terms, CPU, False)
+    assert all(p.grad.abs().sum() > 0 for p in model.inversion.mlp.parameters())
+    model.eval()
+    (mode, embed), = METHOD.embedders(cfg, model).items()
+    with torch.no_grad():
+        assert mode == "" and torch.allclose(embed(x), model.backbone(x).proj)
+    assert not callable(model.attention_maps)  # no map: notebook 03 and explain/maps.py skip the model
+    with pytest.raises(ConfigError, match="interaction.enabled: without the interaction module and the inversion"):
+        tiny_cfg(interaction={"enabled": False}, inversion={"enabled": False},
+                 optim={"loss_weights": {"id": 1, "triplet": 1, "supcon": 0}})
 
 
 def test_config_errors_are_one_line_and_name_the_key():
@@ -494,6 +555,11 @@ ABLATIONS = {  # config suffix -> the keys in which it may differ from its profi
     "text_trained": ["text.train", "text.lr"],
     "template": ["prompt.template", "prompt.fixed"],
     "ensemble": ["prompt.ensemble"],
+    "prenorm": ["interaction.norm"], "reweight_none": ["interaction.reweight"],
+    "no_interaction": ["interaction.enabled"],
+    "supcon_i2t": ["optim.supcon_directions"], "supcon_t2i": ["optim.supcon_directions"],
+    "supcon_raw": ["optim.supcon_normalize", "optim.supcon_temperature"],
+    "triplet_feature": ["optim.triplet_features"],
 }
 
 
@@ -515,6 +581,7 @@ def test_each_ablation_config_changes_one_thing(profile, main, prefix):
     assert sum(e.stage == "stage3" for e in exps.values()) == len(ABLATIONS) + 1 + (profile == "demo_ablations")
 
 
+@pytest.mark.slow
 def test_pipeline_evaluates_both_modes_and_load_run_gives_the_same_features(tmp_path):
     """Through the pipeline: one metrics file and comparison line per inference mode, and a finished
     run reloaded by `load_run` embeds exactly as evaluated, in either mode."""

@@ -55,6 +55,7 @@ def step_spy(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_rerun_loads_finished_runs_and_ablations_sit_beside_them(tmp_path, step_spy):
     out = tmp_path / "out"
     run = open_run("demo", out, FAST)
@@ -86,6 +87,7 @@ def test_rerun_loads_finished_runs_and_ablations_sit_beside_them(tmp_path, step_
     assert row["hash"] == first.run_name.rsplit("-", 1)[1] and row["created"]
 
 
+@pytest.mark.slow
 def test_retrain_makes_a_new_run(tmp_path, step_spy):
     out = tmp_path / "out"
     (a,) = open_run("demo", out, FAST).run_stage("stage2", progress=False)
@@ -95,6 +97,7 @@ def test_retrain_makes_a_new_run(tmp_path, step_spy):
     assert (a.run_dir / "seed0" / "weights.pt").exists() and (b.run_dir / "seed0" / "weights.pt").exists()
 
 
+@pytest.mark.slow
 def test_load_run_embeds_and_searches_like_the_pipeline(tmp_path):
     out = tmp_path / "out"
     run = open_run("demo", out, FAST)
@@ -131,6 +134,7 @@ def test_joining_an_invocation_adds_what_it_lacks_and_never_relabels_it(tmp_path
     assert again["data"] == first["data"] and again["device"] == first["device"]
 
 
+@pytest.mark.slow
 def test_a_run_that_loses_its_lock_mid_training_stops_without_writing_more(tmp_path, monkeypatch):
     """Another writer takes the run folder over (our heartbeat looked stalled): at the next epoch
     end this process notices, stops with a message naming the new holder, and writes no weights,

@@ -203,6 +203,20 @@ def test_render_images_for_handinfo(tmp_path):
         render_images_for_handinfo(short, tmp_path / "y")
 
 
+@pytest.mark.slow  # spawned workers import the package afresh: seconds each
+def test_worker_processes_render_the_same_bytes_as_this_process(tmp_path):
+    """32 rows or more go to spawned worker processes (which import the drawing afresh by module
+    path), fewer are drawn in this process: both give the same files, byte for byte."""
+    handinfo = Path(__file__).resolve().parents[1] / "data" / "11k" / "HandInfo.csv"
+    pool, here = tmp_path / "pool", tmp_path / "here"
+    assert render_images_for_handinfo(handinfo, pool, size=(40, 30), seed=2, limit=32) == 32
+    names = sorted(p.name for p in pool.iterdir())
+    for chunk in (names[:16], names[16:]):
+        assert render_images_for_handinfo(handinfo, here, size=(40, 30), seed=2, limit=32, only=chunk) == 16
+    assert sorted(p.name for p in here.iterdir()) == names
+    assert all((pool / n).read_bytes() == (here / n).read_bytes() for n in names)
+
+
 def test_stamp_skips_rerendering_until_arguments_change(tmp_path):
     kw = dict(n_train_ids=2, n_test_ids=2, images_per_id=(2, 2), size=(32, 24))
     csv_path = generate_synthetic_dataset(tmp_path, **kw)

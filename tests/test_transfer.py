@@ -66,6 +66,7 @@ def trained(hands, tmp_path_factory):
     return run, res, zs
 
 
+@pytest.mark.slow
 def test_identities_seen_in_training_are_removed_and_both_datasets_recorded(hands, trained):
     root, rows = hands
     run, res, _ = trained
@@ -88,6 +89,7 @@ def test_identities_seen_in_training_are_removed_and_both_datasets_recorded(hand
     assert {m["dataset"] for m in invocation_metrics(run.run_dir, run.invocation)} == {"synthetic/dorsal_right"}
 
 
+@pytest.mark.slow
 def test_a_run_on_its_own_dataset_gets_its_in_domain_numbers(trained):
     run, res, _ = trained
     (tr,) = evaluate_transfer(run, res.run_name, run.dataset)
@@ -96,6 +98,7 @@ def test_a_run_on_its_own_dataset_gets_its_in_domain_numbers(trained):
     pd.testing.assert_frame_equal(tr.per_split[own.columns].reset_index(drop=True), own)
 
 
+@pytest.mark.slow
 def test_zero_shot_transfers_remove_nobody(hands, trained):
     root, _ = hands
     run, _, zs = trained
@@ -105,6 +108,7 @@ def test_zero_shot_transfers_remove_nobody(hands, trained):
     assert len(set(q["person_id"])) == 6  # every dorsal-left test id is kept
 
 
+@pytest.mark.slow
 def test_everything_seen_is_an_error_and_old_runs_say_what_to_do(hands, trained):
     root, _ = hands
     run, res, _ = trained
@@ -120,6 +124,7 @@ def test_everything_seen_is_an_error_and_old_runs_say_what_to_do(hands, trained)
         rec_file.write_text(json.dumps(rec))
 
 
+@pytest.mark.slow
 def test_the_train_by_test_table_says_how_many_were_removed(hands, trained):
     root, _ = hands
     run, res, zs = trained

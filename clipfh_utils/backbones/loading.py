@@ -2,9 +2,8 @@
 
 Any open_clip CLIP architecture with a ViT or ModifiedResNet image tower loads here ("ViT-B-16",
 "RN50", "ViT-B-32", "ViT-L-14", ...), plus two tiny random models for tests and the CPU demo.
-Nothing touches the network: weights come from a local file, a `local-dir:` folder or an offline
-Hugging Face cache, and are checked against the architecture before use (a ResNet state dict
-given for a ViT is an error that says what the file looks like, not a mislabelled model).
+Here: building the towers and the surgery on them (input size, last stride, QuickGELU); finding
+and checking the weights file, offline, is `weights.py`'s job.
 
 QuickGELU: OpenAI's weights were trained with it and open_clip's plain names build GELU (only a
 warning says so). `quick_gelu="auto"` turns it on for OpenAI weights; the resolved choice is part
@@ -13,9 +12,7 @@ report can say so.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,31 +22,10 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from ..config import REPO_ROOT, ConfigError, display_path
+from ..config import ConfigError, display_path
 from ..provenance import file_sha256
-
-_TEXT_TINY = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}
-TINY_MODELS: dict[str, dict[str, Any]] = {
-    # ~2M parameters: random init only, for tests and the CPU demo.
-    "tiny-vit": {"arch": "ViT-B-16", "embed_dim": 64,
-                 "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32,
-                                "patch_size": 8},
-                 "text_cfg": _TEXT_TINY},
-    "tiny-rn": {"arch": "RN50", "embed_dim": 64,
-                "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16},
-                "text_cfg": _TEXT_TINY},
-}
-RANDOM = "random init (not pretrained)"
-WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
-WEIGHT_FILE_NAMES = ("{name}.pt", "{name}.safetensors", "{name}-quickgelu.safetensors", "{name}.bin")
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Pretrained weights were asked for but none can be found without the network."""
-
-
-class WeightsMismatchError(ValueError):
-    """A weights file that is not a checkpoint of the named architecture."""
+from .tiny import TINY_MODELS
+from .weights import RANDOM, check_fits, read_state_dict, resolve_source
 
 
 @dataclass
@@ -90,125 +66,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-# --------------------------------------------------------------------------- finding weights
-
-def _missing_weights_message(name: str, tag: str = "openai") -> str:
-    return (f"No pretrained weights '{tag}' for {name} found offline. Supply them one of three ways: "
-            f"(1) a file: set the backbone's weights to the path of OpenAI's {name}.pt or an open_clip "
-            f".safetensors/.bin checkpoint, or put it in weights/ (or $CLIPFH_WEIGHTS_DIR) named "
-            f"{name}.pt or {name}.safetensors; "
-            f"(2) a folder: weights: 'local-dir:/path/to/folder' holding open_clip_config.json and "
-            f"open_clip_model.safetensors; "
-            f"(3) the Hugging Face cache: on a networked machine run "
-            f"`python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\"`, "
-            f"copy ~/.cache/huggingface to this machine and set HF_HUB_OFFLINE=1.")
-
-
-def _weights_search_dirs() -> list[Path]:
-    dirs = [REPO_ROOT / "weights"]
-    if os.environ.get("CLIPFH_WEIGHTS_DIR"):
-        dirs.insert(0, Path(os.environ["CLIPFH_WEIGHTS_DIR"]))
-    return dirs
-
-
-def _hf_cache_dir() -> str | None:
-    """The hub cache as the environment says now (huggingface_hub reads it once, at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    return None
-
-
-def _find_pretrained(name: str, tag: str) -> str | None:
-    """A local file (for 'openai') or an offline HF-cache entry for `name`/`tag`, or None."""
-    if tag == "openai":
-        for d in _weights_search_dirs():
-            for pattern in WEIGHT_FILE_NAMES:
-                p = d / pattern.format(name=name)
-                if p.is_file():
-                    return str(p)
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        repo = open_clip.get_pretrained_cfg(name, tag).get("hf_hub", "").rstrip("/")
-        for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            hit = try_to_load_from_cache(repo, fname, cache_dir=_hf_cache_dir()) if repo else None
-            if isinstance(hit, str) and os.path.isfile(hit):
-                return hit
-    except Exception:  # an unusable cache is the same as no cache
-        return None
-    return None
-
-
-def _is_tag(name: str, weights: str) -> bool:
-    return weights in open_clip.list_pretrained_tags_by_model(name)
-
-
 def _openai_arch(name: str) -> bool:
     return "openai" in open_clip.list_pretrained_tags_by_model(name)
-
-
-# --------------------------------------------------------------------------- reading state dicts
-
-def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
-    """(state dict, is OpenAI TorchScript archive) of a weights file; garbage is a clear error."""
-    def bad(e: Exception) -> WeightsMismatchError:
-        return WeightsMismatchError(
-            f"{display_path(path)}: not a readable weights file ({type(e).__name__}); expected an "
-            "OpenAI .pt archive or an open_clip .safetensors/.bin/.pt checkpoint: replace the file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path)), False
-        except Exception as e:
-            raise bad(e) from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice: OpenAI ships TorchScript
-            return torch.jit.load(str(path), map_location="cpu").state_dict(), True
-    except Exception:
-        pass
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise bad(e) from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise bad(TypeError("no tensor mapping inside"))
-    return {k.removeprefix("module."): v for k, v in sd.items()}, False
-
-
-def describe_state_dict(sd: dict[str, torch.Tensor]) -> str:
-    """What a CLIP state dict looks like: 'a ResNet (RN50) state dict', 'a ViT-B/16 state dict'."""
-    if "visual.attnpool.positional_embedding" in sd:
-        blocks = [len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{i}.")}) for i in range(1, 5)]
-        known = {(3, 4, 6, 3): "RN50", (3, 4, 23, 3): "RN101", (4, 6, 10, 6): "RN50x4"}
-        return f"a ResNet ({known.get(tuple(blocks), 'layers ' + str(blocks))}) state dict"
-    if "visual.class_embedding" in sd:
-        width = sd["visual.class_embedding"].shape[-1]
-        patch = sd["visual.conv1.weight"].shape[-1] if "visual.conv1.weight" in sd else "?"
-        layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
-        size = {768: "B", 1024: "L", 1280: "H"}.get(width, f"width {width}")
-        return f"a ViT-{size}/{patch} state dict ({layers} blocks)"
-    return "not a CLIP state dict"
-
-
-def check_fits(sd: dict[str, torch.Tensor], model: torch.nn.Module, name: str, source: str,
-               describe: Callable[[dict], str] = describe_state_dict, optional: tuple[str, ...] = ()) -> None:
-    """A state dict that does not fit `model` key for key and shape for shape is an error saying what
-    the file looks like (`describe`); keys starting with `optional` may be absent (a headless file)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd and not k.startswith(optional)]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        example = (missing or unexpected or shapes)[0]
-        raise WeightsMismatchError(
-            f"{source}: does not fit {name} ({len(missing)} keys missing, {len(unexpected)} unexpected, "
-            f"{len(shapes)} of another shape, e.g. '{example}'); the file looks like "
-            f"{describe(sd)}: give the backbone name that matches the file, or the file "
-            "that matches the name")
 
 
 # --------------------------------------------------------------------------- building
@@ -257,45 +116,6 @@ def _tiny_spec(name: str, image_size: tuple[int, int] | None) -> tuple[str, dict
     return arch, spec
 
 
-def _resolve_source(name: str, weights: str | None) -> tuple[str, Path | None, dict]:
-    """(kind, file, extra) where kind is random | file | local-dir and file the weights file."""
-    if weights in (None, "none", "random"):
-        return "random", None, {}
-    if weights.startswith("local-dir:"):
-        folder = Path(weights[len("local-dir:"):])
-        cfg_file = folder / "open_clip_config.json"
-        if not cfg_file.is_file():
-            raise WeightsNotFoundError(f"{folder}: no open_clip_config.json there; "
-                                       + _missing_weights_message(name))
-        for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            if (folder / fname).is_file():
-                return "local-dir", folder / fname, json.loads(cfg_file.read_text())
-        raise WeightsNotFoundError(f"{folder}: no open_clip_model.safetensors there; "
-                                   + _missing_weights_message(name))
-    if name not in TINY_MODELS and (weights == "openai" or _is_tag(name, weights)):
-        found = _find_pretrained(name, weights)
-        if found is None:
-            raise WeightsNotFoundError(_missing_weights_message(name, weights))
-        return "tag", Path(found), {"tag": weights}
-    path = Path(weights)
-    if not path.is_file():
-        hint = "" if path.suffix in WEIGHT_SUFFIXES else (
-            f" (nor an open_clip pretrained tag of {name}: "
-            f"{', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'})"
-            if name not in TINY_MODELS else "")
-        raise WeightsNotFoundError(f"{weights}: file not found{hint}. " + _missing_weights_message(name))
-    return "file", path, {}
-
-
-def weights_sha256(name: str, weights: str | None) -> str | None:
-    """The digest of the weights file a backbone would load (None for random init), without
-    building the model: what a run's identity needs before anything is loaded."""
-    if name.endswith("-quickgelu"):
-        name = name.removesuffix("-quickgelu")
-    _, file, _ = _resolve_source(name, weights)
-    return file_sha256(file) if file is not None else None
-
-
 def _resolve_quick_gelu(setting: Any, name: str, kind: str, extra: dict, file: Path | None) -> bool:
     if setting in (True, False):
         return bool(setting)
@@ -309,14 +129,20 @@ def _resolve_quick_gelu(setting: Any, name: str, kind: str, extra: dict, file: P
     return _openai_arch(name)
 
 
-def resize_attnpool(visual: torch.nn.Module, grid_hw: tuple[int, int]) -> None:
-    """Let a ModifiedResNet's attnpool take a (h, w) feature map: interpolate its position embedding."""
+ATTNPOOL_RESIZE_MODES = ("bilinear", "bicubic")
+
+
+def resize_attnpool(visual: torch.nn.Module, grid_hw: tuple[int, int], mode: str = "bilinear") -> None:
+    """Let a ModifiedResNet's attnpool take a (h, w) feature map: interpolate its position embedding
+    (the CLS entry kept). CLIP-ReID's official code resizes bilinearly (align_corners=False)."""
+    if mode not in ATTNPOOL_RESIZE_MODES:
+        raise ValueError(f"attnpool resize mode '{mode}': use one of {', '.join(ATTNPOOL_RESIZE_MODES)}")
     pos = visual.attnpool.positional_embedding.data          # (1 + s*s, C)
     s = int(round((pos.shape[0] - 1) ** 0.5))
     if tuple(grid_hw) == (s, s):
         return
-    grid = pos[1:].reshape(1, s, s, -1).permute(0, 3, 1, 2)
-    grid = torch.nn.functional.interpolate(grid.float(), size=tuple(grid_hw), mode="bicubic",
+    grid = pos[1:].reshape(1, s, s, -1).permute(0, 3, 1, 2)  # (1, C, s, s)
+    grid = torch.nn.functional.interpolate(grid.float(), size=tuple(grid_hw), mode=mode,
                                            align_corners=False).to(pos.dtype)
     new = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], -1)])
     visual.attnpool.positional_embedding = torch.nn.Parameter(new)
@@ -344,11 +170,12 @@ class _DropRandomInitNotice(logging.Filter):
 
 def load_clip(name: str, weights: str | None = None, device: str | torch.device = "cpu",
               image_size: tuple[int, int] | None = None, seed: int = 0, quick_gelu: Any = "auto",
-              last_stride: int = 2, crop: bool = False) -> ClipModel:
+              last_stride: int = 2, crop: bool = False, attnpool_resize: str = "bilinear") -> ClipModel:
     """Build a CLIP model in eval mode on `device`; see the module docstring for `weights`.
 
-    `image_size` (H, W) other than the native one resizes the ViT position embedding or the RN
-    attnpool embedding (bicubic). `last_stride=1` (ResNet only) removes layer4's stride.
+    `image_size` (H, W) other than the native one resizes the ViT position embedding (bicubic, open_clip's
+    own) or the RN attnpool embedding (`attnpool_resize`, bilinear as CLIP-ReID's official code).
+    `last_stride=1` (ResNet only) removes layer4's stride (and so resizes the attnpool grid too).
     Random initialisation draws from `seed` (without touching the global RNG), so a "random
     init" baseline is the same in every run.
     """
@@ -357,7 +184,7 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
     problem = input_size_problem(name, image_size, crop)
     if problem:
         raise ConfigError(f"backbone {name}: {problem}")
-    source_kind, file, extra = _resolve_source(name, weights)
+    source_kind, file, extra = resolve_source(name, weights)
     qg = _resolve_quick_gelu(quick_gelu, name, source_kind, extra, file)
     kwargs: dict[str, Any] = {"force_quick_gelu": qg}
     if name in TINY_MODELS:
@@ -385,7 +212,7 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
 
     if file is not None:
         shown = display_path(file)
-        sd, torchscript = _read_state_dict(file)
+        sd, torchscript = read_state_dict(file)
         for k in ("input_resolution", "context_length", "vocab_size"):  # OpenAI archive extras
             sd.pop(k, None)
         if kind == "vit" and "visual.positional_embedding" in sd:
@@ -405,7 +232,7 @@ def load_clip(name: str, weights: str | None = None, device: str | torch.device 
         set_last_stride(visual, last_stride)
         size = tuple(image_size) if image_size is not None else _native_size(visual)
         div = 32 if last_stride == 2 else 16
-        resize_attnpool(visual, (size[0] // div, size[1] // div))
+        resize_attnpool(visual, (size[0] // div, size[1] // div), attnpool_resize)
         visual.image_size = size
     model = model.to(device).eval()
     size = _native_size(visual)

@@ -1,8 +1,8 @@
-"""Which hand dataset a run uses (real 11k Hands, rendered or generated synthetic hands), and its images.
+"""A hand dataset (real 11k Hands, rendered or generated synthetic hands) and its images.
 
-All of them go through the same code path: a HandInfo.csv in the real schema plus an image folder.
-`HandDataset.is_real` travels into every metrics file so that no synthetic number is ever
-mistaken for a hand-identification result.
+All of them go through the same code path: a HandInfo.csv in the real schema plus an image folder
+(`prepare.prepare_dataset` makes one from a profile). `HandDataset.is_real` travels into every
+metrics file so that no synthetic number is ever mistaken for a hand-identification result.
 """
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""A profile's dataset reference -> the dataset: 11k Hands (real), 11k rendered, generated
-synthetic hands, or HD; images generated or rendered (once) where the reference asks for that.
+"""Which dataset a profile names, made ready: `prepare_dataset` resolves every dataset kind (real 11k
+Hands, images rendered for its rows, generated synthetic hands, HD) and generates or renders images once.
 
-Its own module so that the dataset kinds (datasets.HandDataset, hd.HdDataset) need not know each
-other: each kind imports the base class, this module imports every kind.
+The one place that knows all kinds: the kinds' modules (`datasets`, `hd`, `synthetic`) never import it.
 """
 from __future__ import annotations
 
@@ -10,11 +9,12 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..config import HD_KINDS, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
+from ..config import HD_ASPECT, DataCfg, DatasetRef, ProtocolCfg, display_path, repo_path, to_dict
 from ..console import note
 from .datasets import HandDataset
 from .handinfo import HandInfoError, handinfo_checksum
-from .hd import prepare_hd
+from .hd import ORIGINAL, HdDataset, scan_hd
+from .synthetic import GENERATOR_VERSION, generate_synthetic_dataset, generate_synthetic_hd, render_images_for_handinfo
 
 
 def splits_root_for(data: DataCfg, handinfo: Path) -> Path:
@@ -42,38 +42,76 @@ def splits_root_for(data: DataCfg, handinfo: Path) -> Path:
 
 def prepare_dataset(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HandDataset:
     """Resolve one dataset of a profile; generate or render its images (once) where it asks for that."""
-    if ref.dataset in HD_KINDS:
-        return prepare_hd(data, ref, protocol)
-    cache = repo_path(data.cache_dir)
-    common = {"aspect": ref.aspect, "cache_dir": cache, "split_seed": protocol.seed,
-              "n_splits": protocol.n_splits}
-    if ref.dataset == "11k":
-        handinfo = repo_path(data.handinfo)
-        return HandDataset("11k", handinfo=handinfo, images_dir=repo_path(data.images_dir),
-                           splits_root=splits_root_for(data, handinfo),
-                           description="11k Hands (Afifi 2019), real images", **common)
-    if ref.dataset == "11k-rendered":
-        w, h = data.render_size
-        handinfo = repo_path(data.handinfo)
-        ds = HandDataset("11k-rendered", handinfo=handinfo,
-                         images_dir=repo_path(data.synthetic_dir) / f"11k-rendered-{w}x{h}" / "Hands",
-                         splits_root=splits_root_for(data, handinfo),
-                         description=(f"SYNTHETIC images rendered by clipfh_utils.data.synthetic for the "
-                                      f"real 11k HandInfo.csv rows ({w}x{h}); not a hand-identification "
-                                      "result"), **common)
-        from .synthetic import render_images_for_handinfo
-        proto = ds.protocol()
-        needed = {r.image_name for r in proto.train + proto.val + proto.eval_rows()}
-        render_images_for_handinfo(ds.handinfo, ds.images_dir, size=(w, h), only=needed)
-        return ds
-    from .synthetic import GENERATOR_VERSION, generate_synthetic_dataset
+    return _KINDS[ref.dataset](data, ref, protocol)
+
+
+def _common(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> dict:
+    return {"aspect": ref.aspect, "cache_dir": repo_path(data.cache_dir), "split_seed": protocol.seed,
+            "n_splits": protocol.n_splits}
+
+
+def _real_11k(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HandDataset:
+    handinfo = repo_path(data.handinfo)
+    return HandDataset("11k", handinfo=handinfo, images_dir=repo_path(data.images_dir),
+                       splits_root=splits_root_for(data, handinfo),
+                       description="11k Hands (Afifi 2019), real images", **_common(data, ref, protocol))
+
+
+def _rendered_11k(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HandDataset:
+    w, h = data.render_size
+    handinfo = repo_path(data.handinfo)
+    ds = HandDataset("11k-rendered", handinfo=handinfo,
+                     images_dir=repo_path(data.synthetic_dir) / f"11k-rendered-{w}x{h}" / "Hands",
+                     splits_root=splits_root_for(data, handinfo),
+                     description=(f"SYNTHETIC images rendered by clipfh_utils.data.synthetic for the "
+                                  f"real 11k HandInfo.csv rows ({w}x{h}); not a hand-identification "
+                                  "result"), **_common(data, ref, protocol))
+    proto = ds.protocol()
+    needed = {r.image_name for r in proto.train + proto.val + proto.eval_rows()}
+    render_images_for_handinfo(ds.handinfo, ds.images_dir, size=(w, h), only=needed)
+    return ds
+
+
+def _generated_root(data: DataCfg, prefix: str, params: object) -> Path:
+    """`data.synthetic_dir/<prefix>-<hash>`: one folder per generator settings and version."""
+    text = json.dumps({**to_dict(params), "generator": GENERATOR_VERSION}, sort_keys=True)
+    return repo_path(data.synthetic_dir) / f"{prefix}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def _synthetic(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HandDataset:
     s = data.synthetic
-    params = json.dumps({**to_dict(s), "generator": GENERATOR_VERSION}, sort_keys=True)
-    root = repo_path(data.synthetic_dir) / f"synthetic-{hashlib.sha1(params.encode()).hexdigest()[:8]}"
+    root = _generated_root(data, "synthetic", s)
     csv_path = generate_synthetic_dataset(root, n_train_ids=s.n_train_ids, n_test_ids=s.n_test_ids,
                                           images_per_id=tuple(s.images_per_id), size=tuple(s.size),
                                           accessory_rate=s.accessory_rate, seed=s.seed)
     desc = (f"SYNTHETIC hands generated by clipfh_utils.data.synthetic ({s.n_train_ids}+{s.n_test_ids} "
             f"ids, seed {s.seed}); not a hand-identification result")
     return HandDataset("synthetic", handinfo=Path(csv_path), images_dir=root / "Hands",
-                       splits_root=root / "splits", description=desc, **common)
+                       splits_root=root / "splits", description=desc, **_common(data, ref, protocol))
+
+
+def _hd(data: DataCfg, ref: DatasetRef, protocol: ProtocolCfg) -> HdDataset:
+    """The real HD folder (checked), or synthetic hands written in its layout (once)."""
+    if ref.dataset == "hd":
+        hd_dir = repo_path(data.hd_dir)
+        splits_root = repo_path(data.splits_dir) / "hd"
+        listing = scan_hd(hd_dir)
+        c = listing.counts(data.hd_id_threshold)
+        desc = (f"HD (PolyU hand dorsal), real images: {c['main_ids']} subjects (ids <= {data.hd_id_threshold} "
+                f"train) + {c['extra_ids']} extra subjects as distractors")
+    else:
+        s = data.synthetic_hd
+        root = _generated_root(data, "hd-synthetic", s)
+        hd_dir = generate_synthetic_hd(root, s.n_ids, s.n_extra_ids, tuple(s.images_per_id), tuple(s.size), s.seed)
+        splits_root = root / "splits"
+        listing = scan_hd(hd_dir)
+        desc = (f"SYNTHETIC hands in the HD layout generated by clipfh_utils.data.synthetic ({s.n_ids} subjects, "
+                f"ids <= {data.hd_id_threshold} train, + {s.n_extra_ids} extra, seed {s.seed}); "
+                "not a hand-identification result")
+    return HdDataset(ref.dataset, HD_ASPECT, handinfo=hd_dir, images_dir=hd_dir / ORIGINAL,
+                     splits_root=splits_root, cache_dir=repo_path(data.cache_dir), description=desc,
+                     split_seed=protocol.seed, n_splits=protocol.n_splits,
+                     id_threshold=data.hd_id_threshold, listing=listing)
+
+
+_KINDS = {"11k": _real_11k, "11k-rendered": _rendered_11k, "synthetic": _synthetic, "hd": _hd, "hd-synthetic": _hd}

@@ -175,7 +175,7 @@ def write_split_files(proto: Protocol, root: str | Path) -> Path:
 def _read_rows(path: Path) -> list[SplitRow]:
     if not path.exists():
         raise HandInfoError(f"{path}: split file missing; re-create the split lists "
-                            "(notebook 00 or `python -m clipfh_utils splits`)")
+                            "(notebook 00 or `clipfh splits`)")
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)

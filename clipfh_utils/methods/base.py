@@ -16,10 +16,21 @@ import torch
 from torch import nn
 
 from ..backbones.loading import ClipModel, input_size_problem, load_clip
-from ..backbones.loading import weights_sha256 as clip_weights_sha256
+from ..backbones.weights import weights_sha256 as clip_weights_sha256
 from ..config import BackboneCfg, ConfigError, setting
 from ..training.data import TrainData
 from ..training.loop import Phase
+
+
+@dataclass
+class ClipBackboneCfg(BackboneCfg):
+    """The backbone of a method that fine-tunes CLIP (CLIP-ReID, PromptSG): BackboneCfg plus what
+    changes the weights such a run trains. A key of its own class so that the runs of the other
+    methods (zero-shot, the CNN baseline) keep their names."""
+    # ResNet only, where the attnpool's position embedding is resized (another input size, or
+    # last_stride 1): the interpolation of its grid. "bilinear" (align_corners=False): CLIP-ReID's
+    # official code; "bicubic": this workbench's earlier choice
+    attnpool_resize: Literal["bilinear", "bicubic"] = "bilinear"
 
 
 @dataclass
@@ -115,7 +126,8 @@ class Method:
         A method that brings its own (a torchvision CNN) overrides this; `build` gets it as ctx.clip."""
         b = cfg.backbone
         return load_clip(b.name, b.weights, device, cfg.image_size, quick_gelu=b.quick_gelu,
-                         last_stride=b.last_stride, crop=b.crop)
+                         last_stride=b.last_stride, crop=b.crop,
+                         attnpool_resize=getattr(b, "attnpool_resize", "bilinear"))
 
     def input_problem(self, cfg: ExperimentCfg) -> tuple[str, str] | None:
         """(dotted key, problem) when the backbone is unknown or cannot take the image size, without

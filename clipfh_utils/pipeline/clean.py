@@ -1,4 +1,4 @@
-"""`python -m clipfh_utils clean`: what in an output folder can go, listed first, removed on request.
+"""`clipfh clean`: what in an output folder can go, listed first, removed on request.
 
 Removable: resumable checkpoints of finished seeds (the final weights stay), temp files left by
 interrupted writes, partial notebooks of failed runs, stale lock files, the decode caches (rebuilt

@@ -2,7 +2,7 @@
 
 `open_run("demo")` in JupyterLab and papermill's absolute `run_dir` in batch runs give the same
 object, so a notebook holds no path or device logic of its own. An invocation groups what one
-`python -m clipfh_utils run` produced; interactively, notebooks add to the newest invocation.
+`clipfh run` produced; interactively, notebooks add to the newest invocation.
 """
 from __future__ import annotations
 

@@ -23,7 +23,9 @@ from ..data.datasets import HandDataset
 from ..data.protocol import Protocol, SplitRow
 from ..methods import ExperimentCfg
 from ..evaluation import FeatureBank, evaluate_protocol, summarize
-from ..runs import entry_key, metrics_path, metrics_payload, now, per_query_path, record_entry, relpath, seed_dir, split_csv_path
+from ..report.model_card import write_model_card
+from ..runs import (entry_key, metrics_path, metrics_payload, now, per_query_path, read_run, record_entry, relpath,
+                   run_of_metrics_file, seed_dir, split_csv_path)
 from ..training.loop import Trainer
 
 
@@ -124,5 +126,8 @@ def write_metrics(path: Path, payload: dict, per_split: pd.DataFrame, per_query:
         per_split.to_csv(tmp, index=False)
     with atomic_path(per_query_path(path)) as tmp:
         per_query.to_csv(tmp, index=False, compression="gzip")
+    rdir = run_of_metrics_file(path)
+    if read_run(rdir) is not None:  # the run's card lists every evaluation, this one included
+        write_model_card(rdir)
 
 

@@ -35,7 +35,7 @@ from .banks import save_bank
 from .evaluate import EvalResult, evaluate_model, record_metrics, save_metrics
 from .resolve import Experiment
 from .reuse import unchanged_evaluations
-from .run_state import RunTarget, disk_need, plan_run, target_name
+from .run_state import RunTarget, disk_need, note_version_drift, plan_run, target_name
 from .seed_model import build_seed_model, load_backbone, seed_context
 
 
@@ -98,7 +98,7 @@ def train_or_load(method: Method, cfg: ExperimentCfg, ctx: BuildContext, data_fn
     Trainer(folder, ctx.device, plan.state, ctx.generator, seed=ctx.seed, amp=cfg.amp,
             compile_mode=cfg.compile_mode, compile_optimizer=cfg.compile_optimizer, resume=resume,
             progress=progress, checkpoint_every=cfg.checkpoint_every, label=label,
-            keep_checkpoint=keep_checkpoint, on_epoch_end=on_epoch_end).fit(plan.phases)
+            keep_checkpoint=keep_checkpoint, on_epoch_end=on_epoch_end, config=to_dict(cfg)).fit(plan.phases)
     model.eval()
     check_images = data.val_images if data.val_images is not None else data.images[:64]
 
@@ -137,7 +137,9 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
     method, cfg, profile = exp.method, exp.cfg, run.profile
     name, rdir = target.name, target.dir
     record = read_run(rdir)
-    if record is None:
+    if record is not None:
+        note_version_drift(record, "resuming" if target.resume else "re-evaluating")
+    else:
         record = {"name": name, "experiment": cfg.name, "method": method.name, "stage": method.stage,
                   "created": now(), "identity": target.identity, "config": to_dict(cfg),
                   "config_source": exp.source, "overrides": exp.overrides, "dataset": ds.key,
@@ -147,6 +149,7 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
             record["resumed_from"] = target.identity["resumed_from"]
     # who the model saw in training: transfer removes them from another dataset's test set
     record.setdefault("train_ids", class_ids if method.trains else [])
+    record.setdefault("train_images", len(ds.protocol().train) if method.trains else 0)  # for the model card
     record.setdefault("identity_space", ds.identity_space)
     write_run(rdir, record)
 

@@ -18,13 +18,17 @@ from pathlib import Path
 
 from ..atomic import atomic_copy
 from ..config import Profile, display_path, flatten
+from ..console import note
 from ..data.datasets import HandDataset
 from ..locks import check_unlocked
+from ..provenance import version_drift
 from ..runs import RunStateError, all_runs, now, read_run, run_dir, run_identity, run_name, seed_dir
 from ..training.checkpoint import checkpoint_position
+from ..training.events import EVENTS_GLOB
 from ..training.loop import Trainer, is_finished
 
 FINISHED, UNFINISHED, NEW = "finished", "unfinished", "new"
+_drift_noted: set[str] = set()
 LOGS = ("log.jsonl", "epochs.jsonl")
 
 
@@ -62,7 +66,7 @@ class RunTarget:
         src = seed_dir(self.source, seed) if self.source else None
         if src is None or self.states.get(seed) != NEW or not (src / Trainer.CHECKPOINT).exists():
             return
-        for name in LOGS:
+        for name in [*LOGS, *sorted(f.name for f in src.glob(EVENTS_GLOB))]:  # the curves continue too
             if (src / name).exists():
                 atomic_copy(src / name, d / name)
         atomic_copy(src / Trainer.CHECKPOINT, d / Trainer.CHECKPOINT)
@@ -177,3 +181,16 @@ def disk_need(model_state_bytes: int, n_seeds: int) -> int:
     """Bytes that training `n_seeds` seeds needs at most: the checkpoint (weights + two Adam moments)
     twice during its atomic replacement, plus the final weights of every seed."""
     return 6 * model_state_bytes + n_seeds * model_state_bytes
+
+
+def note_version_drift(record: dict, doing: str) -> None:
+    """One line (once per run and process) when a run is loaded, resumed or re-evaluated with other
+    versions of the key packages than those its run.json records."""
+    drift = version_drift(record.get("environment", {}))
+    if not drift or record["name"] in _drift_noted:
+        return
+    _drift_noted.add(record["name"])
+    then = ", ".join(f"{n} {a or '(none)'}" for n, (a, _) in drift.items())
+    now = ", ".join(f"{n} {b or '(none)'}" for n, (_, b) in drift.items())
+    note(f"run {record['name']} was made with {then}; {doing} it here with {now}: its numbers may not "
+         "reproduce exactly (its run.json holds the full pip freeze; `make install` installs requirements.lock)")

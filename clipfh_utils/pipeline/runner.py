@@ -63,7 +63,7 @@ class PipelineError(RuntimeError):
 
 def bad_input_errors() -> tuple[type[Exception], ...]:
     """The exceptions that mean "fix the input" (exit code 2), wherever they are raised."""
-    from ..backbones.loading import WeightsMismatchError, WeightsNotFoundError
+    from ..backbones.weights import WeightsMismatchError, WeightsNotFoundError
     from ..config import ConfigError
     from ..data.handinfo import HandInfoError
     from ..data.image_cache import ImageDecodeError, MissingImagesError

@@ -1,6 +1,6 @@
 """Sweeps: a grid of overrides expanded into named runs, dispatched, skipped when finished, gathered.
 
-    python -m clipfh_utils sweep --profile full \\
+    clipfh sweep --profile full \\
         --grid 'stage2_vitb16.finetune.loss_weights.i2t=[0, 0.5, 1]' --grid 'stage2_vitb16.finetune.lr=[5e-6, 1e-5]'
 
 Each point of the grid is a variant: the profile's `-p` items plus one value per swept key (the

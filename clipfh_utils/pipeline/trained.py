@@ -24,6 +24,7 @@ from ..config import REPO_ROOT, build
 from ..methods import get_method
 from ..runs import find_run, read_run, seed_dir
 from ..training.loop import is_finished
+from .run_state import note_version_drift
 from .seed_model import build_seed_model, seed_context
 
 ImageInput = Sequence[str | Path | Image.Image] | torch.Tensor
@@ -53,6 +54,7 @@ class TrainedModel:
         self.record = read_run(path)
         if self.record is None:
             raise FileNotFoundError(f"{path}: no run.json; not a run folder")
+        note_version_drift(self.record, "loading")
         self.method = get_method(self.record["method"])
         self.cfg = build(self.method.config_cls, self.record["config"], f"{path}/run.json")
         seeds = [int(s) for s in self.record.get("seeds", {})] or list(self.cfg.seeds)

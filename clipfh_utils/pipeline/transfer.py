@@ -65,7 +65,7 @@ def seen_test_identities(record: dict, target: HandDataset) -> list[str]:
     if "train_ids" not in record:
         raise ConfigError(f"run {record['name']}: its run.json does not list its training identities "
                           "(made before transfer existed); evaluate it once with this version "
-                          "(`python -m clipfh_utils run ...` loads it without training) and retry")
+                          "(`clipfh run ...` loads it without training) and retry")
     if record.get("identity_space") != target.identity_space:
         return []
     test_ids = {r.person_id for r in target.protocol().test}

@@ -7,7 +7,8 @@ weighted total and the named terms. CLIP-ReID is two phases (prompts, then fine-
 one; a new method writes its phases and reuses everything below.
 
 What the loop does for every phase, read top to bottom in `Trainer._run_phase`:
-autocast, optional `torch.compile`, per-step and per-epoch JSON-lines logs, an atomic checkpoint
+autocast, optional `torch.compile`, per-step and per-epoch JSON-lines logs and TensorBoard event
+files (training/events.py), an atomic checkpoint
 after every epoch (weights, optimiser, sampler, RNG: `resume` continues bit for bit; the optimiser's
 group settings, such as its learning rates, come from the config as given now), a stop on
 a NaN/inf loss that names the phase, epoch, step and terms, the validation monitor (training
@@ -32,6 +33,7 @@ from ..atomic import atomic_path, atomic_write_json
 from ..backbones.features import autocast_for
 from ..runlog import duration, run_logger
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from .events import EventLog
 from .schedules import set_lr
 
 
@@ -113,6 +115,7 @@ class JsonlLog:
 class TrainSummary:
     seconds: float = 0.0
     images: int = 0
+    steps: int = 0                       # optimiser steps of every phase: TensorBoard's step axis
     phases: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -161,7 +164,8 @@ def _bar(iterable, enabled: bool, desc: str):
 
 class Trainer:
     """Runs a method's phases for one seed in `out_dir`: checkpoint.pt while training,
-    weights.pt + summary.json when finished, log.jsonl (steps) and epochs.jsonl (epochs)."""
+    weights.pt + summary.json when finished, log.jsonl (steps) and epochs.jsonl (epochs), TensorBoard
+    event files (`config`, the resolved config, is their text at step 0)."""
 
     CHECKPOINT, WEIGHTS, SUMMARY = "checkpoint.pt", "weights.pt", "summary.json"
 
@@ -171,14 +175,14 @@ class Trainer:
                  progress: bool = False,
                  keep_checkpoint: bool = False, checkpoint_every: int = 1,
                  on_epoch_end: Callable[[str, int], None] | None = None,
-                 label: str = ""):
+                 label: str = "", config: Mapping[str, Any] | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.device, self.state, self.g = device, dict(state), generator
         self.seed, self.amp = seed, amp and device.type == "cuda"
         self.compile_mode, self.compile_optimizer = compile_mode, compile_optimizer
         self.progress, self.keep_checkpoint, self.checkpoint_every = progress, keep_checkpoint, checkpoint_every
-        self.on_epoch_end, self.label = on_epoch_end, label
+        self.on_epoch_end, self.label, self.config = on_epoch_end, label, config
         self.ckpt_path = self.out_dir / self.CHECKPOINT
         self.resumed = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.exists() else None
         if self.resumed is not None:
@@ -206,6 +210,15 @@ class Trainer:
         """Run every phase in order (skipping those a resumed checkpoint already finished)."""
         done_index, done_epoch = ((self.resumed["phase_index"], self.resumed["epoch"])
                                   if self.resumed else (-1, 0))
+        self.events = EventLog(self.out_dir, self.summary.steps if self.resumed else None, self.config)
+        try:
+            self._fit(phases, done_index, done_epoch)
+        finally:
+            self.events.close()
+        self._finish()
+        return self.summary
+
+    def _fit(self, phases: Iterable[Phase], done_index: int, done_epoch: int) -> None:
         for index, phase in enumerate(phases):
             if index == done_index and done_epoch > phase.epochs:
                 raise CheckpointError(
@@ -217,8 +230,6 @@ class Trainer:
             first = done_epoch + 1 if index == done_index else 1
             opt_state = self.resumed["optimizer"] if index == done_index else None
             self._run_phase(index, phase, first, opt_state)
-        self._finish()
-        return self.summary
 
     def _run_phase(self, index: int, phase: Phase, first_epoch: int, opt_state: dict | None) -> None:
         opt = phase.optimizer
@@ -250,16 +261,20 @@ class Trainer:
             if phase.monitor is not None and phase.monitor_every and epoch % phase.monitor_every == 0:
                 monitor = phase.monitor()
             n_images = sum(len(b) for b in batches)
+            images_per_s = n_images / seconds if seconds else 0.0
             self.epochs_log.write([{**record, "steps": len(terms), **lr_log, "seconds": seconds,
-                                    "images_per_s": n_images / seconds if seconds else 0.0,
+                                    "images_per_s": images_per_s,
                                     **dict(zip(names, terms.mean(0).tolist())), **monitor}])
+            self.events.epoch(self.summary.steps, names, terms.tolist(), dict(zip(group_names, lrs)),
+                              images_per_s, monitor)
+            self.summary.steps += len(terms)
             stats["seconds"] += seconds
             stats["images"] += n_images
             stats["epochs"] = epoch
             eta = stats["seconds"] / epoch * (phase.epochs - epoch)  # seconds: every epoch so far, resumed ones too
             self.log.info(f"{self.label} {phase.name} epoch {epoch}/{phase.epochs}: total "
                           f"{float(terms[:, 0].mean()):.4f}, {seconds:.1f} s, "
-                          f"{n_images / seconds if seconds else 0:.0f} img/s, phase ETA {duration(eta)}"
+                          f"{images_per_s:.0f} img/s, phase ETA {duration(eta)}"
                           + "".join(f", {k} {v:.2f}" for k, v in monitor.items()))
             self.summary.seconds += seconds
             self.summary.images += n_images

@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 from ...config import check_increasing, setting
 from ...training.augment import AugmentCfg
-from ..base import ExperimentCfg
+from ..base import ClipBackboneCfg, ExperimentCfg
 
 
 @dataclass
@@ -60,5 +60,6 @@ class FinetuneCfg:
 
 @dataclass
 class ClipReidCfg(ExperimentCfg):
+    backbone: ClipBackboneCfg = field(default_factory=ClipBackboneCfg)
     prompt: PromptCfg = field(default_factory=PromptCfg)
     finetune: FinetuneCfg = field(default_factory=FinetuneCfg)

@@ -23,7 +23,7 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from ...backbones.loading import RANDOM, WeightsMismatchError, WeightsNotFoundError, check_fits
+from ...backbones.weights import RANDOM, WeightsMismatchError, WeightsNotFoundError, check_fits
 from ...config import REPO_ROOT, display_path
 from ...provenance import file_sha256
 

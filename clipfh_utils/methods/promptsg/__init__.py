@@ -6,7 +6,7 @@ the loss terms), train.py (one phase on the shared loop).
 
 Inference modes: "composed" (the image's own prompt, one text pass per image) and "fixed" (the
 fixed prompt, encoded once). Without the inversion network only "fixed" exists; the baseline
-variant has one mode, the projected image feature.
+variant and the variant without the interaction module have one mode, the projected image feature.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class PromptSGMethod(Method):
         return train.plan(cfg, model, data, ctx)
 
     def embedders(self, cfg: PromptSGCfg, model: nn.Module) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        if not cfg.uses_prompt:
+        if not cfg.interacts:  # the baseline, or no interaction module: the projected feature only
             return {"": model.embed}
         with torch.no_grad():
             fixed = model.fixed_prompt(inference=True)  # encoded once for the whole evaluation

@@ -24,7 +24,7 @@ from ...backbones.adapters import VisionAdapter, VisionFeatures
 from ...backbones.loading import ClipModel
 from ...backbones.text import PromptTemplate, TextEncoder, encode_sentences
 from ...training.heads import BNNeckHead
-from ...training.losses import id_loss, symmetric_supcon, triplet_loss
+from ...training.losses import id_loss, supcon_loss, triplet_loss
 from .config import InteractionCfg, InversionCfg, PromptSGCfg
 from .templates import fixed_sentence
 
@@ -36,6 +36,8 @@ class PromptSGOutput:
     image: torch.Tensor              # (B, E) global projected image embedding (SupCon)
     prompt: Optional[torch.Tensor]   # (B, E) prompt embedding l_p (SupCon); None for the baseline
     attention: Optional[torch.Tensor] = None  # (B, N) cross-attention map over the patches
+    # the image encoder's (mid, final, proj) features, pre-BN (the triplet's `triplet_features`)
+    hidden: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
 
 
 class InversionNetwork(nn.Module):
@@ -76,9 +78,11 @@ class Interaction(nn.Module):
             raise ValueError(f"interaction.heads: {cfg.heads} heads do not divide the joint width "
                              f"{width}; choose a divisor of {width}")
         self.cfg = cfg
-        self.ln_q, self.ln_kv = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.cross = nn.MultiheadAttention(width, cfg.heads, dropout=cfg.dropout, batch_first=True)
         pre = cfg.norm == "pre"
+        # pre: ln_q and ln_kv norm the attention's inputs; post: ln_q norms the residual sum
+        self.ln_q = nn.LayerNorm(width)
+        self.ln_kv = nn.LayerNorm(width) if pre else None
+        self.cross = nn.MultiheadAttention(width, cfg.heads, dropout=cfg.dropout, batch_first=True)
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(width, cfg.heads, int(width * cfg.mlp_ratio), cfg.dropout,
                                        activation="gelu", batch_first=True, norm_first=pre)
@@ -120,13 +124,16 @@ class PromptSG(nn.Module):
         self.text = TextEncoder(clip.model)
         token_embedding = clip.model.token_embedding.weight
         self.inversion = InversionNetwork(cfg.inversion, width, token_embedding) if cfg.composes else None
+        self.supcon_temperature = supcon_temperature(cfg, clip)  # derived, not a parameter
         self.template = PromptTemplate(clip, pc.template, 1, truncate=pc.truncate)
         # inference only (prompt.ensemble): averaged prompt embeddings over these templates
         inference = ensemble or [pc.template]
         self.ensemble = nn.ModuleList(PromptTemplate(clip, t, 1, truncate=pc.truncate) for t in inference)
         self.fixed_sentences = [pc.fixed]  # training (the ensemble is inference only, outside the run's hash)
         self.inference_fixed_sentences = [fixed_sentence(t) for t in ensemble] if ensemble else [pc.fixed]
-        self.interaction = Interaction(cfg.interaction, width)
+        self.interaction = Interaction(cfg.interaction, width) if cfg.interacts else None
+        if self.interaction is None:  # no map to show: readers test callable(model.attention_maps)
+            self.attention_maps = None
         self.head = BNNeckHead(width, n_classes)
         self.to(next(self.backbone.parameters()).device)
 
@@ -151,7 +158,11 @@ class PromptSG(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def _identity(self, f: VisionFeatures, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _identity(self, f: VisionFeatures, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(identity feature, attention map): the interaction output, or without the interaction
+        module (Table 3's "w/o MIM") the projected image feature and no map."""
+        if self.interaction is None:
+            return f.proj, None
         tokens = self.backbone.project_tokens(f.tokens)
         glob = f.proj if self.cfg.interaction.global_in_kv else None
         return self.interaction(prompt.to(tokens.dtype), tokens, glob)
@@ -166,7 +177,8 @@ class PromptSG(nn.Module):
         else:
             prompt = (fixed if fixed is not None else self.fixed_prompt()).expand(len(x), -1)
         feature, attn = self._identity(f, prompt)
-        return PromptSGOutput(feature, self.head(feature, labels), f.proj, prompt, attn)
+        return PromptSGOutput(feature, self.head(feature, labels), f.proj, prompt, attn,
+                              (f.mid, f.final, f.proj))
 
     def _prompt(self, f: VisionFeatures, fixed: torch.Tensor | None) -> torch.Tensor:
         if fixed is None and self.inversion is not None:
@@ -202,23 +214,61 @@ class PromptSGBaseline(nn.Module):
         return self.backbone.dims[2]
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> PromptSGOutput:
-        proj = self.backbone.encode(x)
-        return PromptSGOutput(proj, self.head(proj, labels), proj, None)
+        f = self.backbone(x)
+        return PromptSGOutput(f.proj, self.head(f.proj, labels), f.proj, None, None, (f.mid, f.final, f.proj))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode(x)
 
 
-def promptsg_terms(out: PromptSGOutput, labels: torch.Tensor, cfg: PromptSGCfg) -> dict[str, torch.Tensor]:
-    """The loss terms, unweighted: ID (label smoothing, BNNeck), batch-hard triplet on the pre-BN
-    identity feature, and symmetric SupCon between image embedding and composed prompt (same
-    identity = positive) whenever prompts are composed."""
+def supcon_temperature(cfg: PromptSGCfg, clip: ClipModel) -> float:
+    """SupCon's temperature: the configured one, or (null) the backbone's own trained CLIP
+    temperature 1 / exp(logit_scale), read once and frozen (1/100 for OpenAI's weights)."""
+    if cfg.optim.supcon_temperature is not None:
+        return float(cfg.optim.supcon_temperature)
+    return float(1.0 / clip.model.logit_scale.detach().float().exp())
+
+
+TRIPLET_HIDDEN = {"mid": 0, "final": 1, "proj": 2}
+
+
+def triplet_inputs(out: PromptSGOutput, names: list[str]) -> list[torch.Tensor]:
+    """The features named by `optim.triplet_features`, each tensor once ("proj" is the identity
+    feature itself where there is no interaction module)."""
+    picked: list[torch.Tensor] = []
+    for name in names:
+        if name == "feature":
+            t = out.feature
+        elif out.hidden is None:
+            raise ValueError(f"optim.triplet_features: '{name}' needs the image encoder's features, "
+                             "which this output does not carry")
+        else:
+            t = out.hidden[TRIPLET_HIDDEN[name]]
+        if not any(t is u for u in picked):
+            picked.append(t)
+    return picked
+
+
+def promptsg_terms(out: PromptSGOutput, labels: torch.Tensor, cfg: PromptSGCfg,
+                   temperature: float | None = None) -> dict[str, torch.Tensor]:
+    """The loss terms, unweighted: ID (label smoothing, BNNeck), batch-hard triplet summed over the
+    pre-BN `triplet_features`, and SupCon between image embedding and composed prompt (same
+    identity = positive; cosine / temperature by default, the paper's Eq. 1) whenever prompts are
+    composed. `temperature`: the model's resolved one (required when the config leaves it null)."""
     o = cfg.optim
     terms = {"id": id_loss(out.logits, labels, o.label_smoothing),
-             "triplet": triplet_loss(out.feature, labels, o.triplet_margin)}
+             "triplet": sum((triplet_loss(f, labels, o.triplet_margin)
+                             for f in triplet_inputs(out, o.triplet_features)), out.logits.new_zeros(()).float())}
     if cfg.composes:
+        t = o.supcon_temperature if o.supcon_temperature is not None else temperature
+        if t is None:
+            raise ValueError("optim.supcon_temperature is null (the backbone's own): pass the model's "
+                             "supcon_temperature")
         image, prompt = out.image.float(), out.prompt.float()
         if o.supcon_normalize:
             image, prompt = F.normalize(image, dim=1), F.normalize(prompt, dim=1)
-        terms["supcon"] = symmetric_supcon(image, prompt, labels, o.supcon_temperature)
+        parts = {"i2t": lambda: supcon_loss(image, prompt, labels, labels, t),
+                 "t2i": lambda: supcon_loss(prompt, image, labels, labels, t)}
+        use = ("i2t", "t2i") if o.supcon_directions == "both" else (o.supcon_directions,)
+        terms["supcon"] = sum(parts[d]() for d in use)
     return terms

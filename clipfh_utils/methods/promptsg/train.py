@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
+from ...training import optim
 from ...training.augment import DeviceAugment
 from ...training.data import TrainData, monitor_for
 from ...training.losses import weighted_total
@@ -37,33 +37,30 @@ def plan(cfg: PromptSGCfg, model: Model, data: TrainData, ctx: BuildContext) -> 
                      iter([train_phase(cfg, model, data, ctx, sampler)]))
 
 
-def trainable(cfg: PromptSGCfg, model: Model) -> list[tuple[str, list[nn.Module], float]]:
-    """(group name, modules, base lr) of everything that trains."""
+def trainable(cfg: PromptSGCfg, model: Model) -> list[optim.Kind]:
+    """(group name, modules, base lr, weight decay) of everything that trains."""
     o = cfg.optim
     new = [m for m in (getattr(model, "inversion", None), getattr(model, "interaction", None), model.head)
            if m is not None]
-    kinds = [("image_encoder", [model.backbone], o.lr), ("new_modules", new, o.new_lr)]
+    kinds = [("image_encoder", [model.backbone], o.lr, o.weight_decay),
+             ("new_modules", new, o.new_lr, o.weight_decay)]
     if cfg.text.train:
-        kinds.append(("text_encoder", [model.text], cfg.text.lr))
+        kinds.append(("text_encoder", [model.text], cfg.text.lr, o.weight_decay))
     return kinds
 
 
 def param_groups(cfg: PromptSGCfg, model: Model) -> list[dict]:
-    """One optimiser group per kind; sets requires_grad (everything else frozen, BNNeck bias too)."""
+    """The shared optimiser groups (weights and biases alike: the paper gives one rate per kind);
+    sets requires_grad first: what `trainable` names trains, everything else is frozen, the
+    BNNeck bias too."""
+    kinds = trainable(cfg, model)
     for p in model.parameters():
         p.requires_grad_(False)
-    groups = []
-    for name, modules, lr in trainable(cfg, model):
-        params = []
+    for _, modules, _, _ in kinds:
         for module in modules:
-            for n, p in module.named_parameters():
-                if module is model.head and n == "bn.bias":
-                    continue  # BNNeck: frozen bias
-                p.requires_grad_(True)
-                params.append(p)
-        groups.append({"name": name, "params": params, "base_lr": lr, "lr": lr,
-                       "weight_decay": cfg.optim.weight_decay})
-    return groups
+            module.requires_grad_(True)
+    model.head.bn.bias.requires_grad_(False)  # BNNeck: frozen bias
+    return optim.param_groups(kinds, bias_lr_factor=1.0, weight_decay_bias=cfg.optim.weight_decay)
 
 
 def train_phase(cfg: PromptSGCfg, model: Model, data: TrainData, ctx: BuildContext,
@@ -88,7 +85,7 @@ def train_phase(cfg: PromptSGCfg, model: Model, data: TrainData, ctx: BuildConte
 
     def loss(x: torch.Tensor, labels: torch.Tensor):
         out = model(x, labels, cache.get("fixed")) if fixed_in_training else model(x, labels)
-        terms = promptsg_terms(out, labels, cfg)
+        terms = promptsg_terms(out, labels, cfg, getattr(model, "supcon_temperature", None))
         return weighted_total(terms, o.loss_weights), terms
 
     monitor = monitor_for(model, model.embed, data, ctx)
