@@ -114,7 +114,7 @@ def _run(a: argparse.Namespace) -> int:
     elif a.cmd == "clean":
         _clean(a)
     elif a.cmd == "bench" and a.rerun_demo:
-        from .rerun_bench import time_reruns
+        from .bench import time_reruns
         res = time_reruns("demo", a.run_dir)
         print(json.dumps(res, indent=2))
         print(f"demo re-run: {res['rerun_s']:.1f} s (first run {res['seconds'][0]:.1f} s; "

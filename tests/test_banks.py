@@ -34,6 +34,7 @@ def finished(tmp_path_factory):
     return out, run, results
 
 
+@pytest.mark.slow
 def test_each_metrics_file_has_the_features_it_was_scored_from(finished):
     out, run, results = finished
     res = next(r for r in results if r.name == "demo_tiny_vit")
@@ -47,6 +48,7 @@ def test_each_metrics_file_has_the_features_it_was_scored_from(finished):
         assert torch.equal(bank.features, ev.bank.features)  # exactly what was scored
 
 
+@pytest.mark.slow
 def test_metrics_recomputed_from_the_saved_bank_equal_the_metrics_file(finished):
     out, run, results = finished
     proto = run.protocol()
@@ -89,6 +91,7 @@ def embed_spy(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_re_executing_notebook_04_embeds_nothing(finished, embed_spy, tmp_path):
     out, run, results = finished
     nb = nbformat.read(NB04, as_version=4)
@@ -106,6 +109,7 @@ def test_re_executing_notebook_04_embeds_nothing(finished, embed_spy, tmp_path):
     assert torch.equal(ns["bank"].take(rows)[0], best.first_eval().bank.take(rows)[0])
 
 
+@pytest.mark.slow
 def test_notebook_05_loads_each_model_once_and_embeds_nothing(finished, embed_spy, monkeypatch):
     from clipfh_utils import workbook as wb
     out, run, results = finished
@@ -121,11 +125,12 @@ def test_notebook_05_loads_each_model_once_and_embeds_nothing(finished, embed_sp
     assert embed_spy == []
 
 
-def test_a_missing_bank_is_named_with_the_fix(finished, tmp_path):
+def test_a_missing_bank_is_named_with_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no feature bank beside x\.json.*re-run its experiment"):
         load_bank(tmp_path / "x.json")
 
 
+@pytest.mark.slow
 def test_the_inputs_digest_follows_the_split_lists_settings_and_seeds(finished):
     import copy
     import dataclasses
@@ -149,6 +154,7 @@ def test_the_inputs_digest_follows_the_split_lists_settings_and_seeds(finished):
     assert base not in others and len(set(others)) == len(others)
 
 
+@pytest.mark.slow
 def test_an_unchanged_rerun_reads_evaluations_back_and_a_changed_setting_re_evaluates(finished, embed_spy):
     from clipfh_utils.runs import new_invocation, read_manifest
     out, run, results = finished
