@@ -94,13 +94,14 @@ def save_metrics(run, exp, ds: HandDataset, rdir: Path, record: dict, clip: Clip
     return files
 
 
-def record_metrics(run, exp, ds: HandDataset, record: dict, mode: str, path: Path) -> None:
-    """List one metrics file in the invocation's manifest (written now, or read back unchanged)."""
+def record_metrics(run, exp, ds: HandDataset, record: dict, mode: str, path: Path, **extra) -> None:
+    """List one metrics file of run `record["name"]` in the invocation's manifest (written now,
+    read back unchanged, or a sweep job's existing result: `skipped=True`)."""
     cfg, method = exp.cfg, exp.method
     record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), {
         "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
         "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
-        "variant": run.variant, "recorded": now()})
+        "variant": run.variant, "recorded": now(), **extra})
 
 
 def _train_times(rdir: Path, seeds) -> dict[str, dict]:
