@@ -17,7 +17,7 @@ PROFILE ?= demo
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 2000000000
 
-.PHONY: install demo full test test-fast bench bench-rerun clean-outputs lab lock
+.PHONY: install notebook-filter demo full test test-fast bench bench-rerun clean-outputs lab lock
 
 # pip's and setuptools' output goes to a log (shown only if the installation fails)
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
@@ -41,7 +41,15 @@ lock: install
 	  --python-version $(LOCK_PYTHON) --python-platform $(LOCK_PLATFORM) --no-annotate \
 	  --custom-compile-command "make lock" -o requirements.lock
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed notebook-filter
+
+# Notebooks are committed without outputs (.gitattributes): nbstripout strips them when a
+# notebook is staged; --keep-id keeps the committed cell ids (nothing changes on a clean notebook).
+notebook-filter:
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean "$(abspath $(PY)) -m nbstripout --keep-id" && \
+	  git config filter.nbstripout.smudge cat && git config filter.nbstripout.required true && \
+	  git config diff.ipynb.textconv "$(abspath $(PY)) -m nbstripout --keep-id -t"; fi
 
 demo: install
 	@$(VENV)/bin/clipfh run --profile demo

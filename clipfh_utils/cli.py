@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--rerun-demo", action="store_true",
                    help="instead: time `run --profile demo` twice into one folder, report the re-run")
     b.add_argument("--run-dir", default=None, help="with --rerun-demo: that folder (default: a temporary one)")
+    b.add_argument("--verification", action="store_true",
+                   help="instead: verification, open-set and re-ranking on the full 11k protocol sizes "
+                        "(random features, CPU)")
+    b.add_argument("--n-boot", type=int, default=1000, help="--verification: EER bootstrap resamples")
 
     s = sub.add_parser("splits", help="write the split lists of all four aspects for a profile")
     s.add_argument("--profile", default="full")
@@ -119,6 +123,12 @@ def _run(a: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2))
         print(f"demo re-run: {res['rerun_s']:.1f} s (first run {res['seconds'][0]:.1f} s; "
               f"{res['cpus']} CPUs, load {res['load_avg_1min']})")
+    elif a.cmd == "bench" and a.verification:
+        from .config import repo_path
+        from .pipeline.evaluation_bench import bench_verification, describe
+        res = bench_verification(repo_path("data/11k/HandInfo.csv"), n_boot=a.n_boot)
+        print(json.dumps(res, indent=2))
+        print(describe(res))
     elif a.cmd == "bench":
         from .bench import bench
         res = bench(a.stage, a.backbone, a.batch, a.steps, a.warmup, a.image_size, a.device,

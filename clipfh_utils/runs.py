@@ -198,6 +198,8 @@ def relpath(path: Path, out: Path) -> str:
 
 METRICS = "metrics"
 TRANSFER_PREFIX = "transfer__"
+RERANK_SUFFIX = "_rerank"          # the re-ranked twin of a metrics file (evaluation.rerank)
+VERIFICATION = "verification"      # per-seed 1:1 thresholds of a run (load_run(...).verify)
 
 
 def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
@@ -206,10 +208,17 @@ def metrics_stem(dataset_key: str, mode: str, n_splits: int, flip: bool) -> str:
 
 
 def metrics_path(rdir: Path, dataset_key: str, mode: str, n_splits: int, flip: bool,
-                 transfer: bool = False) -> Path:
-    """The metrics file of one (dataset, mode, evaluation settings) in run folder `rdir`."""
-    stem = metrics_stem(dataset_key, mode, n_splits, flip)
+                 transfer: bool = False, reranked: bool = False) -> Path:
+    """The metrics file of one (dataset, mode, evaluation settings) in run folder `rdir`; the
+    k-reciprocal re-ranked twin of a file is `<stem>_rerank.json` beside it."""
+    stem = metrics_stem(dataset_key, mode, n_splits, flip) + (RERANK_SUFFIX if reranked else "")
     return Path(rdir) / METRICS / f"{TRANSFER_PREFIX if transfer else ''}{stem}.json"
+
+
+def verification_thresholds_path(rdir: Path, seed: int, mode: str) -> Path:
+    """The 1:1 operating thresholds of one seed and inference mode (from the training identities),
+    read by `load_run(...).verify`."""
+    return Path(rdir) / VERIFICATION / f"seed{seed}{'_' + mode if mode else ''}.json"
 
 
 def metrics_files(rdir: Path, dataset_key: str, n_splits: int, flip: bool) -> list[Path]:
@@ -259,7 +268,8 @@ def transfer_key(experiment: str, mode: str, train_dataset: str | None, test_dat
 EVALUATION_VERSION = 1  # raise when the evaluator's numbers change for the same features
 
 
-def evaluation_inputs(run_name: str, protocol, cfg, device: str, seeds: list[int], variant: dict | None = None) -> str:
+def evaluation_inputs(run_name: str, protocol, cfg, device: str, seeds: list[int], variant: dict | None = None,
+                      evaluation: dict | None = None) -> str:
     """The digest of what an evaluation's numbers follow from: the run (its weights), the split
     lists as evaluated, the configuration (evaluation settings included), the device, seeds and
     sweep variant. A metrics file recording the same digest (and its feature bank) is read back
@@ -270,7 +280,7 @@ def evaluation_inputs(run_name: str, protocol, cfg, device: str, seeds: list[int
     settings = to_dict(cfg)  # all of it: the payload records the config, so none of it may be stale
     return identity_hash({"version": EVALUATION_VERSION, "run": run_name, "test": rows(protocol.test),
                           "splits": splits, "seed": protocol.seed, "settings": settings, "device": device,
-                          "seeds": [int(s) for s in seeds], "variant": variant or {}})
+                          "seeds": [int(s) for s in seeds], "variant": variant or {}, "evaluation": evaluation or {}})
 
 
 def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *, method_title: str,
@@ -292,6 +302,7 @@ def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *
         "flip_test": cfg.flip_test, "device": device, "profile": profile, "seeds": list(seeds),
         "config": to_dict(cfg), "identity": record["identity"], "environment": environment(),
         "invocation": invocation, "created": record["created"], "evaluated": now(),
-        "inputs_digest": evaluation_inputs(record["name"], protocol, cfg, device, seeds, extra.get("variant")),
+        "inputs_digest": evaluation_inputs(record["name"], protocol, cfg, device, seeds, extra.get("variant"),
+                                            extra.get("evaluation_settings")),
         **extra,
     }

@@ -25,6 +25,7 @@ from typing import Callable
 import pandas as pd
 
 from .pipeline.context import Invocation, open_run
+from .report import display
 from .report.export import FIGURES, NOTEBOOK_ENV, TABLES, Provenance, save_figure, save_table
 from .runs import invocation_dir, slug
 
@@ -35,12 +36,15 @@ class Session:
     notebook: str                     # "" -> nothing is exported
     batch: bool                       # executed by the pipeline (no widgets)
     names: dict[str, set[str]] = field(default_factory=lambda: {FIGURES: set(), TABLES: set()})
+    notes: set[str] = field(default_factory=set)   # table notes shown already: each once per report
 
     def folder(self, kind: str) -> Path:
         return invocation_dir(self.run.run_dir, self.run.invocation) / kind / self.notebook
 
     def provenance(self) -> Provenance:
-        return Provenance.of_invocation(self.run.run_dir, self.run.invocation, self.notebook)
+        synthetic, untrained = self.run.not_real()
+        return Provenance.of_invocation(self.run.run_dir, self.run.invocation, self.notebook,
+                                        display.mark(not synthetic, bool(untrained)))
 
     def unique(self, kind: str, name: str) -> str:
         """A file name not yet used by this notebook for a figure (or a table): name, name_2, ..."""
@@ -79,18 +83,25 @@ def start(profile: str | Path = "demo", run_dir: str | Path = "", overrides: lis
     if _session.notebook:
         for kind in (FIGURES, TABLES):  # this notebook's exports of an earlier execution, same invocation
             shutil.rmtree(_session.folder(kind), ignore_errors=True)
-        if ip is not None:
-            _register_figure_export(ip)
     if ip is not None:
-        from IPython.display import Markdown, display
-        display(Markdown(run.banner()))
+        _register_figure_export(ip)
+        from IPython.display import Markdown
+        from IPython.display import display as show
+        show(Markdown(display.safe_markdown(run.banner())))
     return run
 
 
 def export_open_figures() -> list[Path]:
-    """Write every open, not yet exported figure (PDF, SVG, PNG) into this notebook's figures/."""
+    """Write every open, not yet exported figure (PDF, SVG, PNG) into this notebook's figures/,
+    warn about any text or legend out of place (`report.layout`), then show each figure with its
+    caption under it (outside the image, which a thesis captions itself)."""
+    import warnings
+
     import matplotlib.pyplot as plt
-    if _session is None or not _session.notebook:
+
+    from .report.layout import layout_problems
+    from .report.style import caption_of
+    if _session is None:
         return []
     paths: list[Path] = []
     prov = None
@@ -98,11 +109,21 @@ def export_open_figures() -> list[Path]:
         fig = plt.figure(num)
         if getattr(fig, "_clipfh_exported", False):
             continue
-        title = fig.get_label() or fig.get_suptitle() or \
-            next((ax.get_title() for ax in fig.axes if ax.get_title()), "figure")
-        prov = prov or _session.provenance()
-        paths += save_figure(fig, _session.folder(FIGURES), _session.unique(FIGURES, title), prov)
         fig._clipfh_exported = True
+        if _session.notebook:
+            title = fig.get_label() or fig.get_suptitle() or \
+                next((ax.get_title() for ax in fig.axes if ax.get_title()), "figure")
+            for problem in layout_problems(fig):
+                warnings.warn(f"figure {title!r}: {problem}", stacklevel=1)
+            prov = prov or _session.provenance()
+            paths += save_figure(fig, _session.folder(FIGURES), _session.unique(FIGURES, title), prov)
+        caption = caption_of(fig)
+        if caption and _ipython() is not None:
+            from IPython.display import Markdown
+            from IPython.display import display as show
+            show(fig)
+            show(Markdown(f"*{display.safe_markdown(caption)}*"))
+            plt.close(fig)
     return paths
 
 
@@ -113,65 +134,113 @@ def _register_figure_export(ip) -> None:
         callbacks.insert(0, export_open_figures)  # the inline backend's flush closes figures
 
 
-def show_table(df: pd.DataFrame, name: str, caption: str = "", note: str = "", data: pd.DataFrame | None = None
-          ) -> None:
-    """Show a table whole (no truncated cells, no wrapped values, no index) with its note, and
-    export it as CSV (`data`, the full numbers, if given) and LaTeX."""
-    from IPython.display import HTML, Markdown, display
-    styled = (df.style.hide(axis="index")
-              .set_table_styles([{"selector": "th, td", "props": "white-space: nowrap; padding: 2px 8px;"},
-                                 {"selector": "caption", "props": "caption-side: top; font-weight: bold;"}]))
-    if caption:
-        styled = styled.set_caption(caption)
-    display(HTML(styled.to_html()))
-    if note:
-        display(Markdown(f"<small>{note}</small>"))
-    if _session is not None and _session.notebook:
-        save_table(df, _session.folder(TABLES), _session.unique(TABLES, name), _session.provenance(), caption,
-                   note, data)
+def show_table(df: pd.DataFrame, name: str, caption: str = "", note: str = "", data: pd.DataFrame | None = None,
+               export: bool = True) -> None:
+    """Show a table whole (no index, no truncated cells; it scrolls in its own box when wide),
+    with human headers and numbers rounded for display, every string escaped; its note once
+    per report (a later table with the same note points to it); and export it as CSV (`data`,
+    the full numbers, or `df` unrounded) and LaTeX (as shown). A table another report of the
+    invocation showed already becomes a link to that report (its files are exported here too)."""
+    from IPython.display import HTML
+    from IPython.display import display as show_
+    shown = display.cells(display.human_columns(df))
+    if export and _session is not None and _session.notebook:
+        csv, _ = save_table(shown, _session.folder(TABLES), _session.unique(TABLES, name), _session.provenance(),
+                            caption, note, df if data is None else data)
+        earlier = _same_table_elsewhere(csv)
+        if earlier:
+            show_(HTML(f"<p><b>{display.esc(caption)}</b>: the same table as in "
+                       f'<a href="{display.esc(earlier)}.html">{display.esc(earlier)}</a>.</p>'))
+            return
+    show_(HTML(display.table_html(shown, caption)))
+    _show_note(note)
+
+
+def _same_table_elsewhere(csv: Path) -> str:
+    """The notebook of this invocation that exported the very same numbers already ("" if none)."""
+    own = csv.read_bytes()
+    for other in sorted(csv.parent.parent.glob("*/*.csv")):
+        if other.parent != csv.parent and other.stat().st_size == len(own) and other.read_bytes() == own:
+            return other.parent.name
+    return ""
+
+
+def _show_note(note: str) -> None:
+    """A table's note, once per report; a later table with the same note points to it."""
+    from IPython.display import HTML
+    from IPython.display import display as show_
+    if not note:
+        return
+    if _session is not None and note in _session.notes:
+        show_(HTML("<p><small>Columns as explained under the first such table above.</small></p>"))
+        return
+    show_(HTML(f"<p><small>{display.esc(note)}</small></p>"))
+    if _session is not None:
+        _session.notes.add(note)
+
+
+def show(df: pd.DataFrame) -> None:
+    """A small table (settings, runs) without its index, "—" for a missing value; not exported."""
+    from IPython.display import HTML
+    from IPython.display import display as show_
+    show_(HTML(display.table_html(display.cells(display.human_columns(df)))))
+
+
+def markdown(text: str) -> None:
+    """Generated Markdown (names, paths and other free text in it shown as text, never as HTML)."""
+    from IPython.display import Markdown
+    from IPython.display import display as show_
+    show_(Markdown(display.safe_markdown(text)))
 
 
 def reading(text: str) -> None:
     """The notebook's closing section: what the numbers say (text generated from them)."""
-    from IPython.display import Markdown, display
-    display(Markdown("## Reading the results\n\n" + text))
+    from IPython.display import Markdown
+    from IPython.display import display as show
+    show(Markdown("## Reading the results\n\n" + display.safe_markdown(text)))
 
 
 def explorer(factory: Callable[..., object], what: str, *args, **kwargs) -> None:
     """Show an interactive explorer (`factory(*args, **kwargs)` returns an object with `.widget`,
     see clipfh_utils.report.explorer) in JupyterLab; in a batch report, where widgets cannot
     render, say where to find it instead (and build nothing: no widget state in the report)."""
-    from IPython.display import Markdown, display
+    from IPython.display import Markdown
+    from IPython.display import display as show
     if _session is not None and _session.batch:
-        display(Markdown(f"*Interactive explorer ({what}): open this notebook in JupyterLab "
-                         "(`make lab`) and run it; the static figures above show the same data.*"))
+        show(Markdown(f"*Interactive explorer ({what}): open this notebook in JupyterLab "
+                      "(`make lab`) and run it; the static figures above show the same data.*"))
         return
-    display(factory(*args, **kwargs).widget)
+    show(factory(*args, **kwargs).widget)
 
 
 def comparison(metrics: list[dict], name: str, same_backbone: bool = True) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """Per protocol: the comparison table (means, sd between seeds, sd between splits, bootstrap
     intervals; shown and exported), its bar chart, and the paired differences (table and forest
     plot) where there are pairs. Returns {protocol: (table, pairs)} for the reading text."""
-    from IPython.display import Markdown, display
+    from IPython.display import Markdown
+    from IPython.display import display as show
     from .report import plotting, results
     out = {}
     for proto, label in results.PROTOCOL_LABELS.items():
         table = results.comparison_table(metrics, proto)
-        display(Markdown(f"### {label}"))
+        show(Markdown(f"### {display.safe_markdown(label)}"))
         if table.empty:
-            display(Markdown("*No results in this invocation yet: run the stage notebooks first.*"))
+            show(Markdown("*No results in this invocation yet: run the stage notebooks first.*"))
             continue
         pairs = results.paired_table(metrics, proto, same_backbone=same_backbone)
         provenance = "; ".join(sorted(set(table["data"]))) + " · weights: " + "; ".join(sorted(set(table["weights"])))
-        show_table(results.display_table(table), f"{name}_{proto}", caption=f"{label}",
-                           note=results.table_note(table) + f" Data and weights: {provenance}.", data=table)
-        plotting.comparison_bars(table, "mAP", title=f"mAP, {label}", name=f"{name}_{proto}_map")
+        shown = results.display_table(table)
+        show_table(shown, f"{name}_{proto}", caption=f"{label}",
+                   note=results.table_note(table) + f" Data and weights: {provenance}.", data=table)
+        plotting.comparison_bars(table, "mAP", title=f"mAP, {label}", name=f"{name}_{proto}_map",
+                                 labels=shown["model"])
         if not pairs.empty:
-            show_table(results.display_pairs(pairs), f"{name}_{proto}_differences",
-                               caption=f"Paired differences, {label}", note=results.PAIRS_NOTE, data=pairs)
+            shown_pairs = results.display_pairs(pairs, table)
+            show_table(shown_pairs, f"{name}_{proto}_differences",
+                       caption=f"Paired differences, {label}", note=results.PAIRS_NOTE, data=pairs)
             plotting.difference_forest(pairs, "mAP", title=f"mAP differences, {label}",
-                                       name=f"{name}_{proto}_differences")
+                                       name=f"{name}_{proto}_differences",
+                                       labels=[f"{b}\n−  {a}" for a, b in zip(shown_pairs["A"], shown_pairs["B"])])
         out[proto] = (table, pairs)
     return out
 
@@ -236,6 +305,8 @@ def retrieval_explorer(run: Invocation, metrics: list[dict]):
     models = {}
     for m in metrics:
         if per_query(m) is None:  # metrics written before per-query results were saved: nothing to rank
+            continue
+        if (m.get("evaluation") or {}).get("reranked"):  # its ranks are not the features' ranking
             continue
         _, bank, images = _saved(run, m, split=None)  # every split
         models[m["model"]] = (bank, images, per_query(m), run.protocol(run.dataset_named(m["dataset"])))

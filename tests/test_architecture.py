@@ -290,7 +290,7 @@ def test_the_build_check_can_fail():
 
 
 MAX_LINES = 450
-OVER_THE_LIMIT_FOR_NOW = {"report/plotting.py"}  # being split by its owner; remove it once it is
+OVER_THE_LIMIT_FOR_NOW: set[str] = set()  # report/plotting.py was split by job (report/fig_*.py)
 
 
 def test_no_module_over_450_lines():

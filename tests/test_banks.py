@@ -134,23 +134,26 @@ def test_a_missing_bank_is_named_with_the_fix(tmp_path):
 def test_the_inputs_digest_follows_the_split_lists_settings_and_seeds(finished):
     import copy
     import dataclasses
+    from clipfh_utils.config import to_dict
     from clipfh_utils.runs import evaluation_inputs
     out, run, results = finished
     res = next(r for r in results if r.name == "demo_tiny_vit")
     proto, cfg = run.protocol(), res.cfg
-    base = evaluation_inputs(res.run_name, proto, cfg, "cpu", [0, 1])
+    base = evaluation_inputs(res.run_name, proto, cfg, "cpu", [0, 1], None, to_dict(run.profile.evaluation))
     assert json.loads(res.metrics_files[""].read_text())["inputs_digest"] == base
     swapped = copy.deepcopy(proto)
     swapped.galleries[1][0], swapped.galleries[1][1] = swapped.galleries[1][1], swapped.galleries[1][0]
     moved = copy.deepcopy(proto)
     moved.queries[0] = moved.queries[0][1:]
-    others = [evaluation_inputs(res.run_name, swapped, cfg, "cpu", [0, 1]),
-              evaluation_inputs(res.run_name, moved, cfg, "cpu", [0, 1]),
-              evaluation_inputs(res.run_name, proto, dataclasses.replace(cfg, flip_test=not cfg.flip_test), "cpu", [0, 1]),
-              evaluation_inputs(res.run_name, proto, dataclasses.replace(cfg, eval_batch_size=7), "cpu", [0, 1]),
-              evaluation_inputs(res.run_name, proto, cfg, "cuda", [0, 1]),
-              evaluation_inputs(res.run_name, proto, cfg, "cpu", [0]),
-              evaluation_inputs(res.run_name + "x", proto, cfg, "cpu", [0, 1])]
+    ev = to_dict(run.profile.evaluation)
+    others = [evaluation_inputs(res.run_name, swapped, cfg, "cpu", [0, 1], None, ev),
+              evaluation_inputs(res.run_name, moved, cfg, "cpu", [0, 1], None, ev),
+              evaluation_inputs(res.run_name, proto, dataclasses.replace(cfg, flip_test=not cfg.flip_test), "cpu", [0, 1], None, ev),
+              evaluation_inputs(res.run_name, proto, dataclasses.replace(cfg, eval_batch_size=7), "cpu", [0, 1], None, ev),
+              evaluation_inputs(res.run_name, proto, cfg, "cuda", [0, 1], None, ev),
+              evaluation_inputs(res.run_name, proto, cfg, "cpu", [0], None, ev),
+              evaluation_inputs(res.run_name + "x", proto, cfg, "cpu", [0, 1], None, ev)]
+    others.append(evaluation_inputs(res.run_name, proto, cfg, "cpu", [0, 1], None, {**ev, "open_set": not ev["open_set"]}))
     assert base not in others and len(set(others)) == len(others)
 
 
@@ -176,6 +179,7 @@ def test_an_unchanged_rerun_reads_evaluations_back_and_a_changed_setting_re_eval
     # an evaluation setting that names neither another run nor another metrics file: evaluated again
     changed = open_run("demo", out, FAST + ["demo_tiny_vit.eval_batch_size=7"], inv)
     (res,) = changed.run_stage("stage2", progress=False)
-    assert embed_spy.count("embed_images") == 2  # both seeds
+    # both seeds' evaluation images, and their verification thresholds' training images
+    assert embed_spy.count("embed_images") == 2 * (1 + changed.profile.evaluation.verification)
     payload = json.loads(res.metrics_files[""].read_text())
     assert payload["config"]["eval_batch_size"] == 7 and payload["inputs_digest"] != json.loads(before["demo_tiny_vit"][0])["inputs_digest"]

@@ -194,7 +194,8 @@ def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
         assert head and rows, tex
         body = [ln for ln in tex.read_text().splitlines() if not ln.startswith("%")]
         assert all(ln.isascii() for ln in body), (tex, [ln for ln in body if not ln.isascii()][:2])  # pdflatex
-        assert (tex.with_suffix(".csv")).exists()
+        full = re.search(r"full numbers: (\S+\.csv)", tex.read_text().splitlines()[1]).group(1)
+        assert (tex.parent / full).exists() and (full == f"{tex.stem}.csv" or tex.stem.startswith(full[:-4] + "_"))
         assert f'href="invocations/{inv}/tables/{tex.parent.name}/{tex.name}"' in html
     head, rows = parse_latex_table((root / "tables" / "04_comparison" / "comparison_clipfh.tex").read_text())
     assert head[0] == "model" and len(rows) == len(invocation_metrics(out))  # a row per experiment
@@ -347,3 +348,31 @@ def test_interactive_explorer_over_the_demo_runs(demo_run):
     ex.model.value = "demo_tiny_vit"
     ex.view.value = "worst failures"
     assert ex.last == "explorer_failures"
+
+
+@pytest.mark.slow
+def test_demo_exports_are_print_ready(demo_run, tmp_path):
+    """Every exported table fits an A4 text width (pdflatex), carries the synthetic mark in its
+    caption; every exported figure carries it inside (the SVG's text); every report's tables
+    scroll in their own box and no free text became a live element."""
+    from bs4 import BeautifulSoup
+    from tests.test_print import PDFLATEX, live_injections, overfull
+    out, index, _ = demo_run
+    root = out / "invocations" / latest_invocation(out)
+    tex = sorted(root.glob("tables/*/*.tex"))
+    assert tex
+    for t in tex:
+        caption = re.search(r"\\caption\{(.*)\}", t.read_text()).group(1)
+        assert "NOT A HAND-IDENTIFICATION RESULT: synthetic images and random weights" in caption, t
+    if PDFLATEX:
+        assert not overfull(tex, tmp_path / "latex")
+    for svg in root.glob("figures/*/*.svg"):
+        assert "NOT A HAND-IDENTIFICATION RESULT" in svg.read_text(), svg
+    for page in [index, *root.glob("reports/*.html")]:
+        html = page.read_text()
+        assert not live_injections(html), page
+        soup = BeautifulSoup(html, "html.parser")
+        for table in soup.find_all("table"):  # in its own box that scrolls sideways: the page never widens
+            box = table.find_parent("div", class_="clipfh-table")
+            small = page == index and table.find("th") and table.find("th").text in ("notebook",)
+            assert small or (box is not None and "overflow-x:auto" in box.get("style", "")), (page, str(table)[:200])

@@ -176,8 +176,15 @@ def test_comparison_table_reports_both_sds_and_an_interval(tmp_path):
     assert t.loc["fine_tuned", "train_s"] == pytest.approx(10.5) and t.loc["fine_tuned", "test_ids"] == 4
     shown = results.display_table(t.reset_index())
     assert "mAP sd seeds" in shown and "mAP sd splits" in shown and "n (seeds × splits)" in shown
-    assert shown.set_index("model").loc["zero_shot", "mAP sd seeds"] == "—"
-    assert shown.set_index("model").loc["fine_tuned", "n (seeds × splits)"] == "2 × 3"
+    # readable labels (method · backbone); two experiments of one method on one backbone add their name
+    assert list(shown["model"]) == ["x · tiny-vit [zero_shot]", "x · tiny-vit [fine_tuned]"]
+    assert shown.set_index("model").loc["x · tiny-vit [zero_shot]", "mAP sd seeds"] == "—"
+    assert shown.set_index("model").loc["x · tiny-vit [fine_tuned]", "n (seeds × splits)"] == "2 × 3"
+    # displayed rounding: metric 1 decimal with a 1-decimal interval, sd 2 decimals
+    ft_row = t.loc["fine_tuned"]
+    assert shown.set_index("model").loc["x · tiny-vit [fine_tuned]", "mAP (%)"] == \
+        f"{ft_row['mAP_mean']:.1f} [{ft_row['mAP_ci_lo']:.1f}, {ft_row['mAP_ci_hi']:.1f}]"
+    assert shown.set_index("model").loc["x · tiny-vit [fine_tuned]", "mAP sd seeds"] == f"{ft_row['mAP_seed_sd']:.2f}"
     note = results.table_note(t)
     assert "4 test identities" in note and "understates" in note and "n = seeds × splits" in note
 
@@ -211,11 +218,16 @@ def test_reading_text_follows_the_numbers():
                           "d_mAP_hi": [50.0], "d_rank1": [30.0]})
     text = story.read_comparison(table, pairs)
     assert "not a hand-identification result" in text and "synthetic" in text and "random weights" in text
-    assert "**ft**" in text.split("\n\n")[1] and "40.00 mAP points lower" in text
-    assert "+40.00 mAP points" in text and "excludes 0" in text and "exceeds the seed-to-seed spread" in text
+    assert "**ft**" in text.split("\n\n")[1] and "40.0 mAP points lower" in text
+    assert "+40.0 mAP points" in text and "**ft** is better: the interval excludes 0 and the difference is 20.0× " \
+        "the larger seed sd (2.00)" in text
     close = pairs.assign(d_mAP=[1.0], d_mAP_lo=[-2.0], d_mAP_hi=[4.0])
     text = story.read_comparison(table, close)
-    assert "includes 0" in text and "within the seed-to-seed spread" in text
+    assert "; not resolved: the interval includes 0." in text and "better" not in text  # one conclusion
+    inside = pairs.assign(d_mAP=[1.0], d_mAP_lo=[0.5], d_mAP_hi=[1.5])  # resolved interval, within the seed sd
+    text = story.read_comparison(table, inside)
+    assert "not resolved: the interval excludes 0, but the difference is within the seed-to-seed spread" in text
+    assert "better" not in text
     real = table.assign(real_data=True, pretrained=True)
     assert "not a hand-identification" not in story.read_comparison(real, pairs)
     # two datasets: a best model on each, never one test set's number against another's
@@ -223,7 +235,7 @@ def test_reading_text_follows_the_numbers():
                     ignore_index=True)
     text = story.read_comparison(two, pairs.iloc[:0])
     assert "protocol on 11k the best model is **ft**" in text and "protocol on hd the best model is **ft**" in text
-    assert "40.00 mAP points lower" in text and "5.00 mAP points lower" in text
+    assert "40.0 mAP points lower" in text and "5.0 mAP points lower" in text
 
 
 def test_published_numbers_are_like_for_like_only_on_real_data(tmp_path):
@@ -305,9 +317,16 @@ def test_latex_table_parses_with_a_header_and_a_row_per_experiment(tmp_path):
     shown = results.display_table(table)
     csv, tex = export.save_table(shown, tmp_path / "tables", "comparison_clipfh", PROV, caption="Results 100% & more",
                                  note="a_b ± c", data=table)
-    head, rows = parse_latex_table(tex.read_text())
-    assert head[0] == "model" and len(head) == len(shown.columns)
-    assert [r[0] for r in rows] == ["zero\\_shot\\_tiny-vit", "demo\\_tiny\\_vit"]
+    parts = sorted(tex.parent.glob("comparison_clipfh*.tex"))
+    assert tex in parts and any(p.stem.endswith("_spread") for p in parts)  # wide: split, spread apart
+    heads = []
+    for part in parts:  # each part: the label column first, a row per experiment
+        head, rows = parse_latex_table(part.read_text())
+        assert head[0] == "model" and [r[0] for r in rows] == [
+            "x $\\cdot$ tiny-vit [zero\\_shot\\_tiny-vit]", "x $\\cdot$ tiny-vit [demo\\_tiny\\_vit]"]
+        heads += [re.sub(r"^\\shortstack\[[lr]\]\{(.*)\\\\ (.*)\}$", r"\1 \2", h) for h in head[1:]]  # 2-line headers
+    # every column once, but the backbone, which each label already names
+    assert sorted(heads) == sorted(export.latex_escape(c) for c in shown.columns[1:] if c != "backbone")
     text = tex.read_text()
     assert "\\toprule" in text and "\\caption{Results 100\\% \\& more}" in text and "$\\pm$" in text
     assert PROV.commit[:12] in text.splitlines()[1]
@@ -434,9 +453,13 @@ def test_explorer_draws_the_chosen_query_and_the_worst_failures(tiny_dataset):
     evaluate_protocol(bank, proto, per_query=pq)
     ex = RetrievalExplorer({"m": (bank, torch.zeros(len(rows), 3, 8, 8, dtype=torch.uint8), pd.concat(pq), proto)})
     assert ex.last == "explorer_retrieval"
+    # the controls show what is drawn: the first query, named in the figure's title; wide enough
+    assert ex.query.value == 0 and ex.query.label.startswith(proto.queries[0][0].image_name)
+    assert not ex.query.disabled and ex.query.layout.width == "34em"
     ex.view.value = "worst failures"
-    assert ex.last == "explorer_failures"
+    assert ex.last == "explorer_failures" and ex.query.disabled  # inert in this view: disabled
     ex.view.value = "one query"
+    assert not ex.query.disabled
     ex.split.value = 1
     assert len(ex.query.options) == len(proto.queries[1]) and ex.last == "explorer_retrieval"
     # a model evaluated on another protocol (another dataset): its own splits and queries

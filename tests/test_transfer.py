@@ -239,8 +239,9 @@ def test_transfer_reading_gives_each_models_drop_from_its_own_test_set():
         real_data=False, pretrained=False, backbone="tiny")
     text = read_transfer(table)
     assert "synthetic" in text
-    # own-set number, then the others best first, each with its difference (hand-computed)
-    assert "**ft**, trained on 11k-dr: mAP 80.00 % on its own test set; elsewhere 11k-dl 61.25 % (-18.75; " \
-           "3 seen ids removed), hd 55.50 % (-24.50)." in text
-    assert "**ft**, trained on hd: mAP 70.00 % on its own test set; elsewhere 11k-dr 40.00 % (-30.00)." in text
-    assert "**zs** (not trained): mAP from 20.00 to 30.00 % across the test sets, highest on hd." in text
+    # own-set number, then the others best first, each with its difference (hand-computed), all as the
+    # matrix's cells show them (1 decimal: 61.25 shows as 61.2, so its difference to 80.0 is -18.8)
+    assert "**ft**, trained on 11k-dr: mAP 80.0 % on its own test set; elsewhere 11k-dl 61.2 % (-18.8; " \
+           "3 seen ids removed), hd 55.5 % (-24.5)." in text
+    assert "**ft**, trained on hd: mAP 70.0 % on its own test set; elsewhere 11k-dr 40.0 % (-30.0)." in text
+    assert "**zs** (not trained): mAP from 20.0 to 30.0 % across the test sets, highest on hd." in text

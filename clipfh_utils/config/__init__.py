@@ -12,8 +12,10 @@ Field metadata understood by `build`:
 - `internal=True`: filled by code, never read from YAML.
 
 Modules by job: `validation` (building dataclasses, plain-data views), `overrides` (the `-p`
-form), `files` (paths, YAML files), `profile` (the shared schemas, `load_profile`).
+form), `files` (paths, YAML files), `profile` (the shared schemas, `load_profile`), `evaluation` (the
+profile's evaluation settings).
 """
+from .evaluation import EvaluationCfg
 from .files import (CONFIG_DIR, REPO_ROOT, display_path, load_yaml, repo_path, resolve_config_path)
 from .overrides import (Override, merge_into, parse_override, parse_overrides)
 from .profile import (ASPECTS, BackboneCfg, DataCfg, DatasetRef, HD_ASPECT, HD_KINDS, PROFILE_KEYS, Profile,
@@ -21,7 +23,7 @@ from .profile import (ASPECTS, BackboneCfg, DataCfg, DatasetRef, HD_ASPECT, HD_K
 from .validation import (ConfigError, build, check_increasing, config_diff, flatten, identity_dict, setting,
                          to_dict)
 
-__all__ = ["ASPECTS", "BackboneCfg", "CONFIG_DIR", "ConfigError", "DataCfg", "DatasetRef", "HD_ASPECT",
+__all__ = ["ASPECTS", "BackboneCfg", "CONFIG_DIR", "ConfigError", "DataCfg", "DatasetRef", "EvaluationCfg", "HD_ASPECT",
            "HD_KINDS", "Override", "PROFILE_KEYS", "Profile", "ProtocolCfg", "REPO_ROOT", "SyntheticCfg",
            "SyntheticHdCfg", "TransferCfg", "build", "check_increasing", "config_diff", "display_path",
            "flatten", "identity_dict", "load_profile", "load_yaml", "merge_into", "parse_override",

@@ -1,14 +1,34 @@
-"""Where configs live and how they are read: the repository root, config names to paths, YAML files
+"""Where configs live and how they are read: the repository root (the checkout in use), config names to paths, YAML files
 (one-line errors naming the file), repository-relative paths for reports."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
 
 from .validation import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_CHECKOUT = Path(__file__).resolve().parents[2]
+HOME_ENV = "CLIPFH_HOME"
+
+
+def is_checkout(folder: Path) -> bool:
+    """A CLIP-FH checkout: its profiles and its notebooks."""
+    return (folder / "configs" / "profiles").is_dir() and (folder / "notebooks").is_dir()
+
+
+def find_home(cwd: Path | None = None) -> Path:
+    """The checkout whose configs, data and outputs a session uses: $CLIPFH_HOME when set, else
+    the checkout the session runs in (a notebook opened from a copy uses that copy), else the
+    one the package was installed from."""
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV]).expanduser().resolve()
+    here = (cwd or Path.cwd()).resolve()
+    return next((d for d in (here, *here.parents) if is_checkout(d)), PACKAGE_CHECKOUT)
+
+
+REPO_ROOT = find_home()
 CONFIG_DIR = REPO_ROOT / "configs"
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
+from .evaluation import EvaluationCfg
 from .files import display_path, load_yaml, resolve_config_path
 from .overrides import merge_into, parse_override
 from .validation import ConfigError, build, setting
@@ -119,6 +120,7 @@ class Profile:
     data: DataCfg = field(default_factory=DataCfg)
     datasets: list[DatasetRef] = field(default_factory=lambda: [DatasetRef()])
     protocol: ProtocolCfg = field(default_factory=ProtocolCfg)
+    evaluation: EvaluationCfg = field(default_factory=EvaluationCfg)
     transfer: TransferCfg = field(default_factory=TransferCfg)
     backbones: list[BackboneCfg] = field(default_factory=list)  # the zero-shot models of "stage1"
     # "stage1" (zero-shot, one per backbone) and method configs, e.g. "clip_reid/stage2_vitb16"

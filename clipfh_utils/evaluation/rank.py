@@ -11,7 +11,7 @@ Ranking is a stable sort on descending similarity, so ties keep gallery order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,11 +96,14 @@ class FeatureBank:
 def evaluate_protocol(bank: FeatureBank, proto: Protocol,
                       protocols: Sequence[str] = ("clipfh", "mbanet"),
                       ks: Sequence[int] = (1, 5, 10), with_cmc: bool = False,
-                      per_query: list | None = None) -> pd.DataFrame:
+                      per_query: list | None = None,
+                      similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                      ) -> pd.DataFrame:
     """Per-split metrics for each protocol: columns protocol, split, rank1, rank5, rank10, mAP.
 
     With a list as `per_query`, one DataFrame per (protocol, split) is appended to it: query
-    image, identity, rank of the first match, AP.
+    image, identity, rank of the first match, AP. `similarity(query_feats, gallery_feats)` replaces
+    the cosine similarity (k-reciprocal re-ranking passes minus its distance).
     """
     rows = []
     for name in protocols:
@@ -109,7 +112,8 @@ def evaluate_protocol(bank: FeatureBank, proto: Protocol,
             queries = proto.queries[i]
             qf, ql = bank.take(queries)
             gf, gl = bank.take(getattr(proto, gallery_attr)[i])
-            res = rank_metrics(qf @ gf.T, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc,
+            sim = qf @ gf.T if similarity is None else similarity(qf, gf)
+            res = rank_metrics(sim, ql, gl, ks=ks, ap=ap, return_cmc=with_cmc,
                                return_per_query=per_query is not None)
             if per_query is not None:
                 per_query.append(pd.DataFrame({

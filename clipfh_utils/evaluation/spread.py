@@ -46,12 +46,15 @@ def seed_split_sd(per_split: pd.DataFrame, metrics: Sequence[str] = METRICS) -> 
 
 def query_values(per_query: pd.DataFrame, metric: str) -> np.ndarray:
     """Each query's contribution to `metric`, in percent: rank<k> -> 100 if its first match is
-    within the top k; mAP -> 100 * its AP. A split's metric is the mean of these over its queries."""
+    within the top k; mAP -> 100 * its AP; fnmr_eer -> 100 * the share of its genuine pairs rejected
+    at the split's EER threshold. A split's metric is the mean of these over its queries."""
     if metric == "mAP":
         return 100.0 * per_query["ap"].to_numpy(dtype=float)
+    if metric == "fnmr_eer":
+        return 100.0 * per_query["rejected_at_eer"].to_numpy(dtype=float)
     if metric.startswith("rank") and metric[4:].isdigit():
         return 100.0 * (per_query["rank"].to_numpy() <= int(metric[4:]))
-    raise ValueError(f"unknown metric {metric!r}; expected 'mAP' or 'rank<k>'")
+    raise ValueError(f"unknown metric {metric!r}; expected 'mAP', 'fnmr_eer' or 'rank<k>'")
 
 
 @dataclass

@@ -109,13 +109,18 @@ class Invocation:
                        progress: bool | None = None) -> ExperimentResult:
         return run_experiment(self, exp, ds, progress=_bars(progress))
 
+    def not_real(self) -> tuple[bool, list[str]]:
+        """(any dataset synthetic, the backbones with random weights): what keeps a number from
+        being a hand-identification result."""
+        untrained = sorted({e.cfg.backbone.name for e in self.experiments() if not e.cfg.backbone.weights})
+        return any(not ds.is_real for ds in self.datasets), untrained
+
     def banner(self) -> str:
         """Markdown header for reports: the data, and whether numbers mean anything for hands."""
         data = "; ".join(f"{ds.description} · aspect {ds.aspect}" for ds in self.datasets)
         lines = [f"**Profile** `{self.profile.name}` · **data** {data} · **device** `{self.device}` · "
                  f"**invocation** `{self.invocation}`"]
-        untrained = sorted({e.cfg.backbone.name for e in self.experiments() if not e.cfg.backbone.weights})
-        synthetic = any(not ds.is_real for ds in self.datasets)
+        synthetic, untrained = self.not_real()
         if synthetic or untrained:
             lines.append("> **Not a hand-identification result.** "
                          + ("The images are synthetic. " if synthetic else "")

@@ -32,6 +32,7 @@ from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
 from ..training.weights import store_half_if_exact
 from .banks import save_bank
+from .biometrics import check_settings, write_thresholds
 from .evaluate import EvalResult, evaluate_model, record_metrics, save_metrics
 from .resolve import Experiment
 from .reuse import unchanged_evaluations
@@ -125,6 +126,7 @@ def run_experiment(run, exp: Experiment, ds: HandDataset | None = None, *, progr
     clip0 = load_backbone(exp.cfg, run.device, exp.method)
     class_ids = ds.protocol().class_ids
     exp.check_data(len(class_ids))
+    check_settings(profile.evaluation, ds.protocol())
     target = plan_run(run.run_dir, profile, exp, ds)
     for n in target.notes:
         note(n)
@@ -156,7 +158,8 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
     evals: dict[tuple[int, str], EvalResult] = {}
     per_split, per_query, trained, first_model = [], [], [], None
     seeds = cfg.seeds if method.trains else cfg.seeds[:1]
-    kept = unchanged_evaluations(rdir, ds, cfg, name, str(run.device), list(seeds), run.variant)
+    kept = unchanged_evaluations(rdir, ds, cfg, name, str(run.device), list(seeds), run.variant,
+                                 profile.evaluation)
     read_back = set()
     for seed in seeds:
         ctx = seed_context(cfg, run.device, seed, clip0 if seed == seeds[0] else None, method)
@@ -178,10 +181,14 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
         for mode, embed in method.embedders(cfg, model).items():
             label = cfg.name + (f" [{mode}]" if mode else "") + (f" seed {seed}" if method.trains else "")
             if mode in kept and not did_train:
-                ev = kept[mode].result(seed, ds, run.images, label)
+                ev = kept[mode].result(seed, ds, run.images, label, profile.evaluation)
                 read_back.add((seed, mode))
-            else:
-                ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label)
+            else:  # (read back: its thresholds were written with it, from the same weights and settings)
+                ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label,
+                                    settings=profile.evaluation)
+                if profile.evaluation.verification:
+                    write_thresholds(rdir, seed, mode, embed, clip, cfg, run.train_data(ds, clip.image_size),
+                                     run.device, profile.evaluation, method.trains, ds.key)
             evals[(seed, mode)] = ev
             per_split.append(ev.per_split.assign(seed=seed, mode=mode))
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))

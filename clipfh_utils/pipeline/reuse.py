@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..config import to_dict
 from ..data.datasets import HandDataset
 from ..runs import evaluation_inputs, features_path, metrics_files
 from .banks import SavedBank, load_bank
@@ -26,20 +27,22 @@ class Kept:
     payload: dict
     bank: SavedBank
 
-    def result(self, seed: int, ds: HandDataset, images_fn: Callable, name: str) -> EvalResult:
+    def result(self, seed: int, ds: HandDataset, images_fn: Callable, name: str, settings=None) -> EvalResult:
         proto = ds.protocol()
         rows = proto.eval_rows()
         images, _ = images_fn(ds, rows, self.bank.image_size)
         speed = float((self.payload.get("embed_images_per_s") or {}).get(str(seed), 0.0))
-        return score_bank(name, self.bank.bank(seed, rows), images, proto, speed)
+        return score_bank(name, self.bank.bank(seed, rows), images, proto, speed, ds, settings)
 
 
 def unchanged_evaluations(rdir: Path, ds: HandDataset, cfg, run_name: str, device: str,
-                          seeds: list[int], variant: dict | None = None) -> dict[str, Kept]:
+                          seeds: list[int], variant: dict | None = None, settings=None) -> dict[str, Kept]:
     """Per inference mode, the metrics file of run `rdir` on `ds` that recorded these same inputs
     and whose feature bank holds every seed; a mode missing here is evaluated again."""
     proto = ds.protocol()
-    digest = evaluation_inputs(run_name, proto, cfg, device, seeds, variant)
+    if settings is not None and settings.rerank:
+        return {}  # its re-ranked twin file is written with the plain one: evaluated again
+    digest = evaluation_inputs(run_name, proto, cfg, device, seeds, variant, to_dict(settings) if settings else None)
     kept = {}
     for f in metrics_files(rdir, ds.key, proto.n_splits, cfg.flip_test):
         try:

@@ -4,12 +4,15 @@
     m = load_run("demo_tiny_vit-1a2b3c4d5e")          # or the run folder's path
     feats = m.embed(["hand1.jpg", "hand2.jpg"])         # (2, D), L2-normalised
     scores, idx = m.search(queries, gallery, k=5)      # top-5 gallery images per query
+    print(m.verify("hand1.jpg", "hand2.jpg"))         # score, decision, where the threshold is from
 
 Images may be file paths, PIL images, or a uint8 tensor (N, 3, H, W); they are resized to the
 model's input size the way the pipeline does it (the whole photo, squashed, bicubic).
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +25,7 @@ from ..backbones.features import embed_images
 from ..backbones.loading import resolve_device
 from ..config import REPO_ROOT, build
 from ..methods import get_method
-from ..runs import find_run, read_run, seed_dir
+from ..runs import find_run, read_run, seed_dir, verification_thresholds_path
 from ..training.loop import is_finished
 from .run_state import note_version_drift
 from .seed_model import build_seed_model, seed_context
@@ -87,6 +90,11 @@ class TrainedModel:
         return embed_images(self.embedder, x, self.clip.mean, self.clip.std, self.device, batch_size,
                             flip=self.cfg.flip_test, amp=self.cfg.amp)
 
+    def verify(self, image_a, image_b, fmr: float | None = None) -> "Verdict":
+        """Same person? The cosine score and the decision at a threshold from the training
+        identities' images (see `verify`); printing the result says where the threshold is from."""
+        return verify(self, image_a, image_b, fmr)
+
     def search(self, queries: ImageInput, gallery: ImageInput, k: int = 5
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine similarities (Q, k) and gallery indices (Q, k) of each query's top-k matches."""
@@ -94,6 +102,46 @@ class TrainedModel:
         sim = q @ g.T
         order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :min(k, g.shape[0])]
         return sim.gather(1, order), order
+
+
+@dataclass
+class Verdict:
+    """A 1:1 decision: the score, whether it reaches the threshold, and where the threshold is from."""
+    score: float
+    match: bool
+    threshold: float
+    operating_point: str          # "EER" or "FMR <= 0.01"
+    fmr_at_threshold: float       # on the training identities' pairs
+    fnmr_at_threshold: float
+    source: str
+
+    def __str__(self) -> str:
+        return (f"score {self.score:.4f} {'>=' if self.match else '<'} threshold {self.threshold:.4f}: "
+                f"{'same person' if self.match else 'different persons'} (threshold at the {self.operating_point} "
+                f"point of {self.source}; there it had FMR {self.fmr_at_threshold:.2%}, FNMR {self.fnmr_at_threshold:.2%})")
+
+
+def verify(model: "TrainedModel", image_a, image_b, fmr: float | None = None) -> Verdict:
+    """Compare two images at a threshold chosen on the training identities' images: the EER point,
+    or the lowest threshold whose FMR there did not exceed `fmr` (one of the profile's targets)."""
+    f = verification_thresholds_path(model.path, model.seed, model.mode)
+    if not f.exists():
+        raise FileNotFoundError(f"{f}: this run has no verification thresholds; evaluate it once with "
+                                "evaluation.verification=true (re-running its notebook re-evaluates, never retrains)")
+    t = json.loads(f.read_text())
+    if fmr is None:
+        point, name = t["eer"], "EER"
+    elif f"{fmr:g}" in t["fmr_targets"]:
+        point, name = t["fmr_targets"][f"{fmr:g}"], f"FMR <= {fmr:g}"
+    else:
+        raise ValueError(f"fmr={fmr}: thresholds exist for FMR {', '.join(t['fmr_targets']) or '(none)'} "
+                         "(evaluation.fmr_targets when the run was evaluated) or fmr=None for the EER point")
+    feats = model.embed([image_a, image_b] if not isinstance(image_a, torch.Tensor)
+                        else torch.cat([image_a[None] if image_a.dim() == 3 else image_a,
+                                        image_b[None] if image_b.dim() == 3 else image_b]))
+    score = float(feats[0] @ feats[1])
+    return Verdict(score, score >= point["threshold"], point["threshold"], name, point["fmr"], point["fnmr"],
+                   t["source"])
 
 
 def load_run(name_or_path: str | Path, seed: int | None = None, device: str = "auto", mode: str = "",

@@ -17,21 +17,31 @@ from ..evaluation import FeatureBank
 from .plotting import attention_grid, retrieval_grid, worst_failures
 
 
+WIDE = {"width": "34em"}             # room for "<image name> · id <person id>" and model labels
+LABEL = {"description_width": "5em"}
+
+
 class _Explorer:
     def __init__(self):
         import ipywidgets as w
         self.w = w
+        self.wide = lambda: w.Layout(**WIDE)
         self.out = w.Output()
         self.last = ""
         self._busy = False  # while one choice resets others: draw once, at the end
 
     def _show(self, draw: Callable[[], object]) -> None:
         from IPython.display import display
+        from IPython.display import Markdown
+
+        from .display import safe_markdown
+        from .style import caption_of
         fig = draw()
         self.last = fig.get_label()
         self.out.clear_output(wait=True)
         with self.out:
             display(fig)
+            display(Markdown(f"*{safe_markdown(caption_of(fig))}*"))
         plt.close(fig)
 
 
@@ -45,11 +55,11 @@ class RetrievalExplorer(_Explorer):
         super().__init__()
         w = self.w
         self.models, self.protocol = models, protocol
-        self.model = w.Dropdown(options=list(models), description="model")
-        self.split = w.IntSlider(0, 0, self.proto.n_splits - 1, description="split")
-        self.view = w.ToggleButtons(options=["one query", "worst failures"], description="show")
-        self.query = w.Dropdown(description="query")
-        self.k = w.IntSlider(5, 1, 10, description="top k")
+        self.model = w.Dropdown(options=list(models), description="model", layout=self.wide(), style=LABEL)
+        self.split = w.IntSlider(0, 0, self.proto.n_splits - 1, description="split", style=LABEL)
+        self.view = w.ToggleButtons(options=["one query", "worst failures"], description="show", style=LABEL)
+        self.query = w.Dropdown(description="query", layout=self.wide(), style=LABEL)
+        self.k = w.IntSlider(5, 1, 10, description="top k", style=LABEL)
         self._set_queries()
         for c in (self.model, self.split):  # another dataset or split: other queries
             c.observe(lambda _: (self._set_queries(), self.update()), "value")
@@ -67,11 +77,13 @@ class RetrievalExplorer(_Explorer):
         self.split.max = self.proto.n_splits - 1  # may move the split: its own observer is held off
         qs = self.proto.queries[self.split.value]
         self.query.options = [(f"{q.image_name} · id {q.person_id}", i) for i, q in enumerate(qs)]
+        self.query.value = 0 if qs else None  # the control shows the query the figure draws
         self._busy = busy
 
     def update(self) -> None:
         if self._busy:
             return
+        self.query.disabled = self.view.value == "worst failures"  # that view picks its own queries
         bank, images, per_query, _ = self.models[self.model.value]
         split, qs = self.split.value, self.proto.queries[self.split.value]
         gallery = self.proto.galleries[split]
@@ -80,7 +92,7 @@ class RetrievalExplorer(_Explorer):
             self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value, name="explorer_failures",
                                               title=f"{self.model.value}: worst failures, split {split}"))
             return
-        rows = [qs[self.query.value or 0]]
+        rows = [qs[self.query.value]]
         self._show(lambda: retrieval_grid(bank, images, rows, gallery, k=self.k.value,
                                           title=f"{self.model.value}: {rows[0].image_name}, split {split}",
                                           name="explorer_retrieval"))
@@ -95,10 +107,12 @@ class MapExplorer(_Explorer):
         w = self.w
         self.source = source
         self.query = w.Dropdown(options=[(f"{q.image_name} · id {q.person_id}", i)
-                                         for i, q in enumerate(source.queries)], description="query")
-        self.model = w.Dropdown(options=[e.label for e in source.entries], description="model")
-        self.method = w.Dropdown(description="method")
-        self.layer = w.Dropdown(description="layer")
+                                         for i, q in enumerate(source.queries)], value=0, description="query",
+                                layout=self.wide(), style=LABEL)
+        self.model = w.Dropdown(options=[e.label for e in source.entries], description="model",
+                                layout=self.wide(), style=LABEL)
+        self.method = w.Dropdown(description="method", layout=self.wide(), style=LABEL)
+        self.layer = w.Dropdown(description="layer", layout=self.wide(), style=LABEL)
         self._set_methods()
         self.model.observe(lambda _: (self._set_methods(), self.update()), "value")
         self.method.observe(lambda _: (self._set_layers(), self.update()), "value")
@@ -128,7 +142,7 @@ class MapExplorer(_Explorer):
         if self._busy:
             return
         e = self.source.entry(self.model.value)
-        i = self.query.value or 0
+        i = self.query.value
         q = self.source.queries[i]
         maps = self.source.maps(e.label, self.method.value, self.layer.value)[i:i + 1]
         image = e.images[[e.bank.index[q.image_name]]]

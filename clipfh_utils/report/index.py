@@ -10,17 +10,24 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..provenance import short_environment
 from ..runs import folder_size, invocation_dir, latest_invocation, read_manifest, run_dir
+from .display import SCROLL_STYLE
 from .export import FIGURES, TABLES, exported
 from .results import PROTOCOL_LABELS, comparison_table, display_table, earlier_runs, invocation_metrics, table_note
+from .verification import OPENSET_NOTE, VERIFICATION_NOTE, openset_table, reading, shown, verification_table
 
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1300px} table{border-collapse:collapse}"
           " td,th{padding:3px 8px;border:1px solid #bbb;white-space:nowrap} .warn{background:#fff3cd;"
-          "padding:8px;border:1px solid #e0c36c}")
+          "padding:8px;border:1px solid #e0c36c} .clipfh-table{margin-bottom:1em}")
+# the index's summary of a comparison; the spreads, n and timings are in the comparison report
+SUMMARY = ["model", "stage", "mAP (%)", "Rank-1 (%)", "run", "size (MB)", "weights"]
+FULL_REPORT = "04_comparison"
 
 
 def _table(df, cols) -> str:
+    """An escaped table in its own sideways-scrolling box (never wider than the page)."""
     cols = [c for c in cols if c in df.columns]
-    return df[cols].to_html(index=False, escape=True, na_rep="")
+    return f'<div class="clipfh-table" style="{SCROLL_STYLE}">' + df[cols].to_html(
+        index=False, escape=True, na_rep="—") + "</div>"
 
 
 def _exports(out: Path, inv: str, base: str) -> str:
@@ -45,6 +52,24 @@ def _exports(out: Path, inv: str, base: str) -> str:
             parts.append(f"<h3>{title}</h3><table><tr><th>notebook</th><th>name</th><th>files</th></tr>"
                          + "".join(rows) + "</table>")
     return "\n".join(parts)
+
+
+def verification_sections(metrics: list[dict]) -> list[str]:
+    """Verification and open-set tables per protocol, with the reading of notebook 04."""
+    parts = []
+    for proto, label in PROTOCOL_LABELS.items():
+        vt = verification_table(metrics, proto)
+        if vt.empty:
+            continue
+        part = (f"<h2>Verification (1:1) — {html.escape(label)}</h2>" + _table(shown(vt), list(shown(vt).columns))
+                + f"<p><small>{html.escape(VERIFICATION_NOTE)}</small></p>"
+                + f"<p>{html.escape(reading(vt, label).replace('**', ''))}</p>")
+        ot = openset_table(metrics, proto)
+        if not ot.empty:
+            part += (f"<h3>Open-set identification (1:N) — {html.escape(label)}</h3>"
+                     + _table(shown(ot), list(shown(ot).columns)) + f"<p><small>{html.escape(OPENSET_NOTE)}</small></p>")
+        parts.append(part)
+    return parts
 
 
 def render_index(out: Path, inv: str, base: str = "") -> str:
@@ -73,15 +98,16 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
     head.append(f"<p><b>Data:</b> {html.escape('; '.join(data) if isinstance(data, list) else str(data))}<br>"
                 f"<b>Device:</b> {html.escape(str(manifest.get('device', '?')))}</p>")
     results = []
+    full = manifest.get("notebooks", {}).get(FULL_REPORT, {}).get("ok")
     for proto, label in PROTOCOL_LABELS.items():
         table = comparison_table(metrics, proto)
         if not table.empty:
-            shown = display_table(table)
-            shown["run"] = table["run"]
-            shown["size (MB)"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
-            shown["weights"] = table["weights"]
-            results.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(shown, list(shown.columns))
-                           + f"<p><small>{html.escape(table_note(table))}</small></p>")
+            view = display_table(table)
+            view["run"] = table["run"]
+            view["size (MB)"] = [round(folder_size(run_dir(out, r)) / 2**20, 1) for r in table["run"]]
+            view["weights"] = table["weights"]
+            results.append((label, view, table))
+    verification = verification_sections(metrics)
     earlier = earlier_runs(out, inv)
     tail = [] if earlier.empty else ["<h2>Earlier runs in this folder (not part of this invocation)</h2>"
                                      + _table(earlier, list(earlier.columns))]
@@ -95,7 +121,14 @@ def render_indexes(out: Path, inv: str, bases: list[str]) -> list[str]:
             rows.append(f"<tr><td>{link}</td><td>{state}</td><td>{st['seconds']:.1f} s</td></tr>")
         reports = ("<h2>Reports</h2><table><tr><th>notebook</th><th>status</th><th>duration</th></tr>"
                    + "".join(rows) + "</table>")
-        parts = [*head, reports, *results, _exports(out, inv, base), *tail]
+        summary = []
+        for i, (label, view, table) in enumerate(results):  # the full tables with spreads: the comparison report
+            where = (f'All columns (sds, n, timings) and paired differences: <a href="{base}reports/{FULL_REPORT}.html">'
+                     f"{FULL_REPORT}</a>. " if full else "")
+            note = html.escape(table_note(table)) if i == 0 else "Columns as under the first results table."
+            summary.append(f"<h2>Results — {html.escape(label)}</h2>" + _table(view, SUMMARY)
+                           + f"<p><small>{where}{note}</small></p>")
+        parts = [*head, reports, *summary, *verification, _exports(out, inv, base), *tail]
         pages.append("<!doctype html><html><head><meta charset='utf-8'><title>CLIP-FH "
                      f"{html.escape(manifest.get('profile', ''))}</title><style>{_STYLE}</style></head><body>"
                      + "\n".join(parts) + "</body></html>\n")

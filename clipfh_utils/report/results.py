@@ -19,6 +19,7 @@ from ..config import REPO_ROOT, config_diff
 from ..evaluation import METRICS, cmc_from_ranks, identity_bootstrap, paired_bootstrap, seed_split_sd
 from ..evaluation.spread import excludes_zero
 from ..runs import all_runs, folder_size, latest_invocation, read_manifest, run_dir, per_query_path
+from . import display
 
 # 11k Hands numbers from the papers (reference notes section 7), kept as data, not code.
 PUBLISHED_CSV = REPO_ROOT / "data" / "published_11k.csv"
@@ -53,7 +54,7 @@ def recorded_payloads(out: str | Path, invocation: str | None, section: str) -> 
     for e in read_manifest(out, inv).get(section, {}).values():
         f = out / e["metrics"]
         if f.exists():
-            payloads.append({**json.loads(f.read_text()), "metrics_file": str(f)})
+            payloads.append({**json.loads(f.read_text()), "metrics_file": str(f), "metrics_path": e["metrics"]})
     return payloads
 
 
@@ -107,7 +108,8 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int 
         pq = per_query(m)
         pq = pq[pq["protocol"] == protocol] if pq is not None else None
         train = m.get("train") or {}
-        row = {"stage": m["stage"], "model": m["model"], "mode": m.get("mode", ""),
+        row = {"stage": m["stage"], "model": m["model"], "experiment": m.get("experiment", m["model"]),
+               "variant": m.get("variant") or "", "mode": m.get("mode", ""),
                "benchmark": benchmark(m["dataset"], m.get("aspect") or ""), "method": m.get("method_title", m["method"]),
                "backbone": m["backbone"], "run": m["run"], "dataset": m["dataset"], "protocol": protocol}
         for metric in METRICS:
@@ -117,7 +119,8 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int 
             ci = identity_bootstrap(pq, metric, n_boot, seed) if pq is not None and len(pq) else None
             row[f"{metric}_ci_lo"] = ci.lo if ci else float("nan")
             row[f"{metric}_ci_hi"] = ci.hi if ci else float("nan")
-            row[metric] = f"{_fmt(row[f'{metric}_mean'])} [{_fmt(row[f'{metric}_ci_lo'], 1)}, {_fmt(row[f'{metric}_ci_hi'], 1)}]"  # shown
+            row[metric] = (f"{display.metric(row[f'{metric}_mean'])} "  # as shown
+                           f"{display.interval(row[f'{metric}_ci_lo'], row[f'{metric}_ci_hi'])}")
         row.update({"seeds": int(sds["n_seeds"].iloc[0]), "splits": m["n_splits"],
                     "test_ids": per_query_ids(pq), "n_boot": n_boot, "boot_seed": seed,
                     "train_s": _mean(t["seconds"] for t in train.values()),
@@ -125,9 +128,13 @@ def comparison_table(metrics: list[dict], protocol: str = "clipfh", n_boot: int 
                     "embed_img_s": _mean((m.get("embed_images_per_s") or {}).values()),
                     "data": m.get("data", "?"), "weights": m.get("weights", "?"),
                     "real_data": m.get("real_data", False), "pretrained": m.get("pretrained", False),
-                    "split_seed": m.get("split_seed"), "metrics_file": m.get("metrics_file")})
+                    "split_seed": m.get("split_seed"),
+                    "metrics_file": m.get("metrics_path") or m.get("metrics_file")})  # relative: no machine paths
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out.insert(2, "label", display.model_labels(out.to_dict("records")))
+    return out
 
 
 def per_query_ids(pq: pd.DataFrame | None) -> int | None:
@@ -146,26 +153,32 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "—" if x is None or pd.isna(x) else f"{x:.{digits}f}"
 
 
-METRIC_LABELS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP"}
+METRIC_LABELS = {"mAP": "mAP", "rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10"}  # the headline first
 
 
 def display_table(table: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
     """The comparison as a reader sees it: mean [95 % interval] per metric, the two sds of mAP
     and Rank-1, n, time and speed (column meanings: `table_note`). `extra`: columns of `table`
     shown after the backbone (e.g. an ablation's settings)."""
-    out = pd.DataFrame({"model": table["model"], "stage": table["stage"], "backbone": table["backbone"]})
+    out = pd.DataFrame({"model": _labels(table), "stage": table["stage"].map(lambda s: display.STAGE_LABELS.get(s, s)),
+                        "backbone": table["backbone"]})
     for c in extra:
         out[c] = table[c].map(_setting)
     for m, label in METRIC_LABELS.items():
         out[f"{label} (%)"] = table[m]
     for m in ("mAP", "rank1"):
-        out[f"{METRIC_LABELS[m]} sd seeds"] = table[f"{m}_seed_sd"].map(_fmt)
-        out[f"{METRIC_LABELS[m]} sd splits"] = table[f"{m}_split_sd"].map(_fmt)
+        out[f"{METRIC_LABELS[m]} sd seeds"] = table[f"{m}_seed_sd"].map(display.sd)
+        out[f"{METRIC_LABELS[m]} sd splits"] = table[f"{m}_split_sd"].map(display.sd)
     out["n (seeds × splits)"] = [f"{a} × {b}" for a, b in zip(table["seeds"], table["splits"])]
     out["training s/seed"] = table["train_s"].map(lambda v: _fmt(v, 0))
     out["training img/s"] = table["train_img_s"].map(lambda v: _fmt(v, 0))
     out["embedding img/s"] = table["embed_img_s"].map(lambda v: _fmt(v, 0))
     return out
+
+
+def _labels(table: pd.DataFrame) -> pd.Series:
+    """The readable model labels of a comparison table (internal names where it has none)."""
+    return table["label"] if "label" in table else table["model"]
 
 
 def table_note(table: pd.DataFrame) -> str:
@@ -210,14 +223,17 @@ def paired_table(metrics: list[dict], protocol: str = "clipfh", same_backbone: b
     return pd.DataFrame(rows)
 
 
-def display_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
+def display_pairs(pairs: pd.DataFrame, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paired differences as shown: A and B by their labels in `table` (the comparison they
+    come from), differences and intervals in points with 1 decimal."""
+    names = dict(zip(table["model"], _labels(table))) if table is not None and len(table) else {}
     return pd.DataFrame({
-        "A": pairs["A"], "B": pairs["B"], "backbone": pairs["backbone"],
-        "ΔmAP (B − A)": pairs["d_mAP"].map(_fmt),
-        "ΔmAP 95 % interval": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(pairs["d_mAP_lo"], pairs["d_mAP_hi"])],
-        "ΔRank-1 (B − A)": pairs["d_rank1"].map(_fmt),
-        "ΔRank-1 95 % interval": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in
-                                  zip(pairs["d_rank1_lo"], pairs["d_rank1_hi"])],
+        "A": pairs["A"].map(lambda m: names.get(m, m)), "B": pairs["B"].map(lambda m: names.get(m, m)),
+        "backbone": pairs["backbone"],
+        "ΔmAP (B − A)": pairs["d_mAP"].map(display.signed),
+        "ΔmAP 95 % interval": [display.interval(lo, hi) for lo, hi in zip(pairs["d_mAP_lo"], pairs["d_mAP_hi"])],
+        "ΔRank-1 (B − A)": pairs["d_rank1"].map(display.signed),
+        "ΔRank-1 95 % interval": [display.interval(lo, hi) for lo, hi in zip(pairs["d_rank1_lo"], pairs["d_rank1_hi"])],
         "mAP verdict": pairs["verdict"]})
 
 
@@ -245,7 +261,7 @@ def published_comparison(table: pd.DataFrame) -> pd.DataFrame:
                   "mAP (%)": f"{r.mAP:.2f}", "source": f"published: {r.source}"}
                  for r in pub[pub["aspect"] == bench].itertuples()]
         rows += [{"benchmark": bench, "protocol": PROTOCOL_LABELS[r.protocol], "method": f"{r.model} (this run)",
-                  "Rank-1 (%)": _fmt(r.rank1_mean), "mAP (%)": _fmt(r.mAP_mean),
+                  "Rank-1 (%)": display.metric(r.rank1_mean), "mAP (%)": display.metric(r.mAP_mean),
                   "source": ("real images" if r.real_data else "SYNTHETIC images") + " · "
                   + ("pretrained" if r.pretrained else "random-init") + " weights"}
                  for r in table[table["benchmark"] == bench].itertuples()] if len(table) else []
@@ -267,21 +283,24 @@ def of_stages(metrics: list[dict], *stages: str) -> list[dict]:
 
 
 def per_split_frame(metrics: list[dict]) -> pd.DataFrame:
-    """Every payload's per-split rows (protocol, split, seed, metrics) with a `model` column."""
-    frames = [pd.DataFrame(m["per_split"]).assign(model=m["model"], stage=m["stage"]) for m in metrics]
+    """Every payload's per-split rows (protocol, split, seed, metrics) with a `model` column (its
+    readable label; the internal name in `experiment`)."""
+    labels = display.model_labels(metrics)  # figures name models as the tables do
+    frames = [pd.DataFrame(m["per_split"]).assign(model=label, experiment=m["model"], stage=m["stage"])
+              for m, label in zip(metrics, labels)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def cmc_curves(metrics: list[dict], protocol: str = "clipfh", max_rank: int = 20) -> dict[str, np.ndarray]:
-    """model -> (seeds × splits, max_rank) CMC curves in percent, from the per-query ranks."""
+    """model label -> (seeds × splits, max_rank) CMC curves in percent, from the per-query ranks."""
     out = {}
-    for m in metrics:
+    for m, label in zip(metrics, display.model_labels(metrics)):  # keyed by the tables' labels
         pq = per_query(m)
         if pq is None:
             continue
         pq = pq[pq["protocol"] == protocol]
         groups = pq.groupby(["seed", "split"] if "seed" in pq else ["split"])["rank"]
-        out[m["model"]] = np.stack([cmc_from_ranks(r.to_numpy(), max_rank) for _, r in groups])
+        out[label] = np.stack([cmc_from_ranks(r.to_numpy(), max_rank) for _, r in groups])
     return out
 
 
@@ -293,7 +312,7 @@ def per_seed_table(m: dict) -> pd.DataFrame:
         sds = seed_split_sd(d)
         row = {"protocol": proto, "seed": seed}
         for metric, label in METRIC_LABELS.items():
-            row[f"{label} (%)"] = f"{sds.loc[metric, 'mean']:.2f} ± {_fmt(sds.loc[metric, 'split_sd'])}"
+            row[f"{label} (%)"] = f"{display.metric(sds.loc[metric, 'mean'])} ± {display.sd(sds.loc[metric, 'split_sd'])}"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.spread import excludes_zero
-from .plotting import STAGE_NAMES
+from .display import interval, metric, sd, signed
 from .results import PROTOCOL_LABELS, best_row, concat_tables
+from .style import STAGE_NAMES
 
 
 def caveat(real_data: bool, random_weights: Sequence[str] = ()) -> str:
@@ -41,31 +42,53 @@ def _caveat_of(table: pd.DataFrame) -> str:
     return caveat(bool(table["real_data"].astype(bool).all()), random_w)
 
 
-def _ci(lo: float, hi: float) -> str:
-    return f"[{lo:.1f}, {hi:.1f}]"
+def _label(row: pd.Series) -> str:
+    """The model's name as its table row shows it (the internal name where the table has no labels)."""
+    return row["label"] if isinstance(row.get("label"), str) else row.get("model", row.name)
+
+
+def _names(table: pd.DataFrame) -> dict[str, str]:
+    """internal model name -> the label its table row shows."""
+    return dict(zip(table["model"], table["label"] if "label" in table else table["model"]))
+
+
+def _shown(x: float) -> float:
+    """A metric as its table cell shows it (1 decimal): differences quoted in the text are
+    differences of the cells a reader sees."""
+    return float(metric(x))
 
 
 def _best_numbers(row: pd.Series) -> str:
-    return (f"mAP {row['mAP_mean']:.2f} % {_ci(row['mAP_ci_lo'], row['mAP_ci_hi'])}, "
-            f"Rank-1 {row['rank1_mean']:.2f} %")
+    return (f"mAP {metric(row['mAP_mean'])} % {interval(row['mAP_ci_lo'], row['mAP_ci_hi'])}, "
+            f"Rank-1 {metric(row['rank1_mean'])} %")
 
 
 def _pair_sentence(p: pd.Series, table: pd.DataFrame) -> str:
+    """One paired difference and one conclusion: B better / A better only when the interval
+    excludes 0 and the difference is larger than the seed-to-seed spread; otherwise not
+    resolved, with the reason."""
     rows = table.set_index("model")
-    sds = [rows.loc[m, "mAP_seed_sd"] for m in (p["A"], p["B"]) if m in rows.index]
-    sds = [s for s in sds if pd.notna(s)]
-    d = p["d_mAP"]
-    verdict = ("its interval excludes 0" if excludes_zero(p["d_mAP_lo"], p["d_mAP_hi"])
-               else "its interval includes 0, so the data do not separate the two")
-    if sds:
-        sd = max(sds)
-        seed_part = (f"{abs(d) / sd:.1f}× the larger seed sd ({sd:.2f})" if sd > 0 else "the seed sd is 0")
-        seed_part = ("the difference exceeds the seed-to-seed spread: " if abs(d) > sd
-                     else "the difference is within the seed-to-seed spread: ") + seed_part
+    names = {m: _names(table).get(m, m) for m in (p["A"], p["B"])}
+    sds = [float(sd(rows.loc[m, "mAP_seed_sd"])) for m in (p["A"], p["B"])
+           if m in rows.index and pd.notna(rows.loc[m, "mAP_seed_sd"])]
+    d, lo, hi = float(signed(p["d_mAP"])), p["d_mAP_lo"], p["d_mAP_hi"]
+    excludes = excludes_zero(lo, hi)
+    winner = names[p["B"]] if d > 0 else names[p["A"]]
+    larger = max(sds) if sds else None
+    if not excludes:
+        verdict = "not resolved: the interval includes 0"
+    elif larger is None:
+        verdict = (f"**{winner}** is better on these test identities (the interval excludes 0); with one "
+                   "training seed per model, how much another seed would move it is not measured")
+    elif abs(d) > larger:
+        verdict = (f"**{winner}** is better: the interval excludes 0 and the difference is "
+                   f"{abs(d) / larger:.1f}× the larger seed sd ({sd(larger)})" if larger > 0 else
+                   f"**{winner}** is better: the interval excludes 0 and the seed sd is 0")
     else:
-        seed_part = "with a single training seed on each side there is no seed sd to compare with"
-    return (f"- **{p['B']}** vs **{p['A']}** ({p['backbone']}): {d:+.2f} mAP points "
-            f"{_ci(p['d_mAP_lo'], p['d_mAP_hi'])}, {p['d_rank1']:+.2f} Rank-1 points; {verdict}; {seed_part}.")
+        verdict = (f"not resolved: the interval excludes 0, but the difference is within the seed-to-seed "
+                   f"spread (larger seed sd {sd(larger)}), so another training seed could reverse it")
+    return (f"- **{names[p['B']]}** vs **{names[p['A']]}** ({p['backbone']}): {signed(p['d_mAP'])} mAP points "
+            f"{interval(lo, hi)}, {signed(p['d_rank1'])} Rank-1 points; {verdict}.")
 
 
 def read_comparison(table: pd.DataFrame, pairs: pd.DataFrame, protocol_label: str = "",
@@ -79,13 +102,13 @@ def read_comparison(table: pd.DataFrame, pairs: pd.DataFrame, protocol_label: st
         best = best_row(t)
         where = f" on {dataset}" if len(groups) > 1 else ""
         lines.append(f"On the {protocol_label or best['protocol']} protocol{where} the best model is "
-                     f"**{best['model']}** ({STAGE_NAMES.get(best['stage'], best['stage'])}, {best['backbone']}): "
+                     f"**{_label(best)}** ({STAGE_NAMES.get(best['stage'], best['stage'])}, {best['backbone']}): "
                      f"{_best_numbers(best)}.")
         others = t.drop(index=best.name)
         if len(others):
             second = others.loc[others["mAP_mean"].idxmax()]
-            lines.append(f"The next best, **{second['model']}**, is {best['mAP_mean'] - second['mAP_mean']:.2f} "
-                         "mAP points lower.")
+            gap = _shown(best["mAP_mean"]) - _shown(second["mAP_mean"])
+            lines.append(f"The next best, **{_label(second)}**, is {gap:.1f} mAP points lower.")
     if not pairs.empty:
         lines += ["", "Paired differences (same splits, same resampled identities):"]
         lines += [_pair_sentence(p, table) for _, p in pairs.iterrows()]
@@ -97,11 +120,14 @@ def read_zero_shot(table: pd.DataFrame, pairs: pd.DataFrame) -> str:
     if table.empty:
         return "No zero-shot results."
     best = best_row(table)
-    lines = [_caveat_of(table), "", f"Zero-shot, **{best['backbone']}** ranks best: {_best_numbers(best)} "
-             f"(sd over the splits {best['mAP_split_sd']:.2f})."]
+    names = _names(table)
+    lines = [_caveat_of(table), "", f"Zero-shot, **{best['backbone']}** ranks best: mAP {metric(best['mAP_mean'])} % "
+             f"{interval(best['mAP_ci_lo'], best['mAP_ci_hi'])} (sd over the splits {sd(best['mAP_split_sd'])}), "
+             f"Rank-1 {metric(best['rank1_mean'])} %"
+             + (f" (sd over the splits {sd(best['rank1_split_sd'])})" if "rank1_split_sd" in best else "") + "."]
     for _, p in pairs.iterrows():
-        lines.append(f"Between **{p['A']}** and **{p['B']}** the mAP difference is {p['d_mAP']:+.2f} points "
-                     f"{_ci(p['d_mAP_lo'], p['d_mAP_hi'])}: "
+        lines.append(f"Between **{names.get(p['A'], p['A'])}** and **{names.get(p['B'], p['B'])}** the mAP difference "
+                     f"is {signed(p['d_mAP'])} points {interval(p['d_mAP_lo'], p['d_mAP_hi'])}: "
                      + ("the interval excludes 0." if excludes_zero(p["d_mAP_lo"], p["d_mAP_hi"]) else
                         "the interval includes 0, so the two backbones are not separated by these data."))
     lines.append("Zero-shot models are not trained, so there is no seed-to-seed spread; the split sd only "
@@ -128,6 +154,9 @@ def read_attention(table: pd.DataFrame, area: pd.Series, real_data: bool, random
     regions = list(area.index)
     hand = [r for r in regions if r != "background"]
     lines = [caveat(real_data, random_weights), ""]
+    table = table.copy()
+    table[regions] = table[regions].astype(float).round(1)  # the numbers as the table shows them
+    area = area.astype(float).round(1)
     for label, row in table.iterrows():
         ratio = (row[hand].astype(float) / area[hand].replace(0, np.nan)).dropna()
         if ratio.empty:
@@ -172,14 +201,14 @@ def read_transfer(table: pd.DataFrame) -> str:
         others = d[d["train set"] != d["test set"]]
         if own.empty:  # zero-shot: nothing trained, so no home set
             best = d.loc[d["mAP_mean"].idxmax()]
-            lines.append(f"- **{model}** (not trained): mAP from {d['mAP_mean'].min():.2f} to "
-                         f"{d['mAP_mean'].max():.2f} % across the test sets, highest on {best['test set']}.")
+            lines.append(f"- **{model}** (not trained): mAP from {metric(d['mAP_mean'].min())} to "
+                         f"{metric(d['mAP_mean'].max())} % across the test sets, highest on {best['test set']}.")
             continue
         home = own.iloc[0]
-        parts = [f"{r['test set']} {r['mAP_mean']:.2f} % ({r['mAP_mean'] - home['mAP_mean']:+.2f}"
+        parts = [f"{r['test set']} {metric(r['mAP_mean'])} % ({_shown(r['mAP_mean']) - _shown(home['mAP_mean']):+.1f}"
                  + (f"; {int(r['removed ids'])} seen ids removed" if r["removed ids"] else "") + ")"
                  for _, r in others.sort_values("mAP_mean", ascending=False).iterrows()]
-        lines.append(f"- **{model}**, trained on {home['train set']}: mAP {home['mAP_mean']:.2f} % on its own "
+        lines.append(f"- **{model}**, trained on {home['train set']}: mAP {metric(home['mAP_mean'])} % on its own "
                      "test set" + ("; elsewhere " + ", ".join(parts) if parts else "") + ".")
     lines += ["", "Points in brackets: the difference to the model's own test set (mAP, mean over seeds and "
               "splits). Test sets differ in size and difficulty, so a drop mixes the domain shift with the "

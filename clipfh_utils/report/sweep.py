@@ -50,7 +50,6 @@ def sweep_plot(table: pd.DataFrame, keys: list[str], protocol: str = "clipfh"):
     ax.set_ylabel(f"mAP (%), {protocol} protocol\nmean ± sd between seeds")
     ax.set_title("Sweep")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 

@@ -58,6 +58,5 @@ def transfer_heatmap(table: pd.DataFrame, metric: str = "mAP", title: str = "", 
     ax.set_ylabel("model · train set")
     ax.set_xlabel("test set")
     ax.set_title(title or f"{metric}: trained on (rows) x tested on (columns)")
-    fig.tight_layout()
     fig.set_label(name)
     return fig
