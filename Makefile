@@ -17,7 +17,7 @@ PROFILE ?= demo
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 2000000000
 
-.PHONY: install notebook-filter demo full test test-fast bench clean-outputs lab lock
+.PHONY: install notebook-filter demo full test test-fast bench bench-rerun clean-outputs lab lock
 
 # pip's and setuptools' output goes to a log (shown only if the installation fails)
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
@@ -66,6 +66,10 @@ test-fast: install
 
 bench: install
 	$(VENV)/bin/clipfh bench --stage 2 --backbone ViT-B-16 --batch 64 --compile --compile-mode reduce-overhead
+
+# the unchanged demo re-run's wall time (runs the demo twice into a temporary folder; see docs/performance.md)
+bench-rerun: install
+	$(VENV)/bin/clipfh bench --rerun-demo
 
 lab: install
 	$(VENV)/bin/jupyter lab notebooks/

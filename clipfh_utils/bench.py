@@ -10,10 +10,20 @@ prompt, fixed prompt) as the evaluation runs them. Stage 1: feature extraction
 (normalise + encode_image). With `seeds` > 1 every further seed builds a fresh model and phase,
 as a multi-seed run does, and its first steps are timed without warm-up: compilation must be paid
 once per process, not once per seed.
+
+`time_reruns` (`clipfh bench --rerun-demo`) times the `clipfh run --profile demo` command twice
+into one output folder (a temporary one unless given) and reports both wall times: the second is
+the unchanged re-run (nothing trains, unchanged evaluations are read back). Wall time on a shared
+machine varies: it reports the load with it.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -130,3 +140,20 @@ def bench(stage: int = 2, backbone: str = "ViT-B-16", batch: int = 64, steps: in
             "compile_optimizer": compile and compile_optimizer, "channels_last": channels_last,
             "last_stride": last_stride, "steps": steps, **res, "later_seeds": later, "torch": torch.__version__,
             **({"infer_batch": infer_batch, "inference": inference} if stage == 3 else {})}
+
+
+def time_reruns(profile: str = "demo", run_dir: str | None = None, times: int = 2) -> dict:
+    """Wall seconds of `times` consecutive `run --profile` invocations into one output folder."""
+    with tempfile.TemporaryDirectory(prefix="clipfh-rerun-") as tmp:
+        out = Path(run_dir) if run_dir else Path(tmp) / profile
+        seconds = []
+        for i in range(times):
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "clipfh_utils", "run", "--profile", profile,
+                                   "--run-dir", str(out)], env=os.environ.copy())
+            seconds.append(round(time.perf_counter() - t0, 1))
+            if done.returncode:
+                raise RuntimeError(f"run {i + 1} of profile {profile} failed (exit {done.returncode}); "
+                                   f"its output folder: {out}")
+        return {"profile": profile, "run_dir": str(out) if run_dir else "(temporary)", "seconds": seconds,
+                "rerun_s": seconds[-1], "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2)}

@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--compile-opt", action="store_true", help="also compile the optimiser step")
     b.add_argument("--channels-last", action="store_true", help="ResNet in NHWC layout (CUDA)")
     b.add_argument("--infer-batch", type=int, default=256, help="stage 3: batch of the inference modes")
+    b.add_argument("--rerun-demo", action="store_true",
+                   help="instead: time `run --profile demo` twice into one folder, report the re-run")
+    b.add_argument("--run-dir", default=None, help="with --rerun-demo: that folder (default: a temporary one)")
     b.add_argument("--verification", action="store_true",
                    help="instead: verification, open-set and re-ranking on the full 11k protocol sizes "
                         "(random features, CPU)")
@@ -115,6 +118,12 @@ def _run(a: argparse.Namespace) -> int:
         return 1 if failed else 0
     elif a.cmd == "clean":
         _clean(a)
+    elif a.cmd == "bench" and a.rerun_demo:
+        from .bench import time_reruns
+        res = time_reruns("demo", a.run_dir)
+        print(json.dumps(res, indent=2))
+        print(f"demo re-run: {res['rerun_s']:.1f} s (first run {res['seconds'][0]:.1f} s; "
+              f"{res['cpus']} CPUs, load {res['load_avg_1min']})")
     elif a.cmd == "bench" and a.verification:
         from .config import repo_path
         from .pipeline.evaluation_bench import bench_verification, describe

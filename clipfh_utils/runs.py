@@ -5,7 +5,7 @@ outputs/<profile>/
     run.json                           identity (what the hash covers), resolved config, provenance
     lock.json                          while a process writes the run (clipfh_utils.locks)
     seed<k>/                           checkpoint.pt while training; weights.pt, summary.json, logs
-    metrics/<dataset>__<mode>__<eval>.json (+ .csv per split, .per_query.csv.gz)
+    metrics/<dataset>__<mode>__<eval>.json (+ .csv per split, .per_query.csv.gz, .features.pt)
     metrics/transfer__<dataset>__<mode>__<eval>.json   the run tested on another dataset
   invocations/<id>/manifest.json       which runs and metrics files one `run` invocation produced
   invocations/LATEST                   the id of the newest invocation
@@ -285,6 +285,13 @@ def per_query_path(metrics_file: str | Path) -> Path:
     return p.with_name(p.stem + ".per_query.csv.gz")
 
 
+def features_path(metrics_file: str | Path) -> Path:
+    """The feature bank beside a metrics file: what its numbers were computed from, so that
+    figures and explorers read features instead of embedding the images again."""
+    p = Path(metrics_file)
+    return p.with_name(p.stem + ".features.pt")
+
+
 def entry_key(experiment: str, mode: str, dataset_key: str, variant: str = "") -> str:
     """An invocation's manifest holds one entry per key: re-running replaces, a sweep variant adds."""
     return f"{experiment}{'@' + mode if mode else ''}|{dataset_key}" + (f"|{variant}" if variant else "")
@@ -318,6 +325,24 @@ def weights_label(record: dict, backbone_weights: str, trains: bool) -> str:
     return f"fine-tuned from {backbone_weights}"
 
 
+EVALUATION_VERSION = 1  # raise when the evaluator's numbers change for the same features
+
+
+def evaluation_inputs(run_name: str, protocol, cfg, device: str, seeds: list[int], variant: dict | None = None,
+                      evaluation: dict | None = None) -> str:
+    """The digest of what an evaluation's numbers follow from: the run (its weights), the split
+    lists as evaluated, the configuration (evaluation settings included), the device, seeds and
+    sweep variant. A metrics file recording the same digest (and its feature bank) is read back
+    instead of embedding the images again."""
+    def rows(rs) -> list:
+        return [[r.image_name, r.label] for r in rs]
+    splits = {k: [rows(s) for s in getattr(protocol, k)] for k in ("queries", "galleries", "galleries_all")}
+    settings = to_dict(cfg)  # all of it: the payload records the config, so none of it may be stale
+    return identity_hash({"version": EVALUATION_VERSION, "run": run_name, "test": rows(protocol.test),
+                          "splits": splits, "seed": protocol.seed, "settings": settings, "device": device,
+                          "seeds": [int(s) for s in seeds], "variant": variant or {}, "evaluation": evaluation or {}})
+
+
 def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *, method_title: str,
                     trains: bool, device: str, profile: str, invocation: str, seeds: list[int],
                     **extra: Any) -> dict:
@@ -336,5 +361,8 @@ def metrics_payload(record: dict, mode: str, backbone, cfg, protocol, dataset, *
         "aspect": dataset.aspect, "split_seed": protocol.seed, "n_splits": protocol.n_splits,
         "flip_test": cfg.flip_test, "device": device, "profile": profile, "seeds": list(seeds),
         "config": to_dict(cfg), "identity": record["identity"], "environment": environment(),
-        "invocation": invocation, "created": record["created"], "evaluated": now(), **extra,
+        "invocation": invocation, "created": record["created"], "evaluated": now(),
+        "inputs_digest": evaluation_inputs(record["name"], protocol, cfg, device, seeds, extra.get("variant"),
+                                            extra.get("evaluation_settings")),
+        **extra,
     }

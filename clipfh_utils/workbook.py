@@ -246,32 +246,42 @@ def comparison(metrics: list[dict], name: str, same_backbone: bool = True) -> di
     return out
 
 
-def _trained(run: Invocation, run_name: str, mode: str = "", split: int | None = None, dataset: str = ""):
-    """A finished run's first seed with its features of split `split`'s queries and gallery (of
-    every evaluation image with None) of `dataset` (a key; "" = the profile's first)."""
-    from .evaluation import FeatureBank
-    from .pipeline.trained import load_run
-    from .runs import run_dir
-    m = load_run(run_dir(run.run_dir, run_name), device=str(run.device), mode=mode)
-    ds = run.dataset_named(dataset) if dataset else run.dataset
+def _payload(run: Invocation, run_name: str, mode: str, dataset: str) -> dict:
+    """The invocation's metrics payload of (run, mode, dataset): where its feature bank lies."""
+    from .report.results import invocation_metrics
+    for m in invocation_metrics(run.run_dir, run.invocation):
+        if m["run"] == run_name and m["mode"] == mode and m["dataset"] == dataset:
+            return m
+    raise LookupError(f"invocation {run.invocation} has no metrics of run {run_name} (mode {mode!r}) on "
+                      f"{dataset}: run its experiment first")
+
+
+def _saved(run: Invocation, m: dict, split: int | None = 0):
+    """(SavedBank, FeatureBank, uint8 images) of payload `m`'s first seed on split `split`'s
+    queries and gallery (every evaluation image with None), read from its saved feature bank."""
+    from .pipeline.banks import load_bank
+    ds = run.dataset_named(m["dataset"])
     proto = run.protocol(ds)
     rows = proto.eval_rows() if split is None else proto.queries[split] + proto.galleries[split]
-    images, index = run.images(ds, rows, m.clip.image_size)
-    return m, FeatureBank(m.embed(images), index), images
+    saved = load_bank(m["metrics_file"])
+    bank = saved.bank(m["seeds"][0], rows)
+    images, _ = run.images(ds, rows, saved.image_size)
+    return saved, bank, images
 
 
 def features_of(run: Invocation, run_name: str, mode: str = "", split: int | None = 0, dataset: str = ""):
     """(FeatureBank, uint8 images) of a finished run's first seed on one split's queries and gallery
-    (every evaluation image with split=None) of `dataset`: for figures in notebooks that read
-    results from files (the comparison) rather than training."""
-    _, bank, images = _trained(run, run_name, mode, split, dataset)
+    (every evaluation image with split=None) of `dataset` (a key; "" = the profile's first): the
+    features its evaluation saved, for figures in notebooks that read results from files."""
+    m = _payload(run, run_name, mode, dataset or run.dataset.key)
+    _, bank, images = _saved(run, m, split)
     return bank, images
 
 
 def map_entries(run: Invocation, metrics: list[dict], split: int = 0) -> list:
     """The models notebook 05 looks into: one `explain.ModelEntry` per run of the invocation on the
-    profile's first dataset (first seed, first inference mode) with its features of the split's
-    queries and gallery, loaded from its finished run; nothing is trained or re-evaluated."""
+    profile's first dataset (first seed, first inference mode) with its saved features of the
+    split's queries and gallery; the model (for the maps) is loaded once per invocation."""
     from .explain import ModelEntry
     from .explain.maps import image_tower
     if not metrics:
@@ -282,14 +292,15 @@ def map_entries(run: Invocation, metrics: list[dict], split: int = 0) -> list:
         if m["run"] in seen or m["dataset"] != run.dataset.key:
             continue
         seen.add(m["run"])
-        tm, bank, images = _trained(run, m["run"], m["mode"], split)
+        _, bank, images = _saved(run, m, split)
+        tm = run.trained_model(m["run"], m["seeds"][0], m["mode"])
         out.append(ModelEntry(m["experiment"], m["stage"], tm.model, image_tower(tm.model, tm.clip), tm.clip.mean,
                               tm.clip.std, bank, images, tm.clip.name, tm.clip.pretrained, tm.embedder))
     return out
 
 
 def retrieval_explorer(run: Invocation, metrics: list[dict]):
-    """A RetrievalExplorer over the invocation's models (features recomputed from their runs)."""
+    """A RetrievalExplorer over the invocation's models (the features their evaluations saved)."""
     from .report.explorer import RetrievalExplorer
     from .report.results import per_query
     models = {}
@@ -298,7 +309,6 @@ def retrieval_explorer(run: Invocation, metrics: list[dict]):
             continue
         if (m.get("evaluation") or {}).get("reranked"):  # its ranks are not the features' ranking
             continue
-        ds = run.dataset_named(m["dataset"])
-        bank, images = features_of(run, m["run"], m["mode"], split=None, dataset=ds.key)  # every split
-        models[m["model"]] = (bank, images, per_query(m), run.protocol(ds))
+        _, bank, images = _saved(run, m, split=None)  # every split
+        models[m["model"]] = (bank, images, per_query(m), run.protocol(run.dataset_named(m["dataset"])))
     return RetrievalExplorer(models)

@@ -212,7 +212,7 @@ def _code_strings(tree: ast.AST):
 
 # what composing a run name, a run, seed or metrics folder, or a metrics file name looks like
 NAME_RULES = {
-    "a metrics file's name": lambda s: any(t in s for t in (".per_query.csv", "transfer__", "__n")),
+    "a metrics file's name": lambda s: any(t in s for t in (".per_query.csv", ".features.pt", "transfer__", "__n")),
 }
 
 

@@ -19,6 +19,7 @@ from ..data.prepare import prepare_dataset
 from ..data.protocol import Protocol, SplitRow
 from ..provenance import environment
 from ..runs import latest_invocation, new_invocation, output_dir, read_manifest, update_manifest
+from ..runs import run_dir as run_folder
 from ..training.data import TrainData
 from .experiments import ExperimentResult, run_experiment
 from .resolve import Experiment, resolve_experiments
@@ -38,6 +39,7 @@ class Invocation:
     _images: dict = field(default_factory=dict, repr=False)
     _train: dict = field(default_factory=dict, repr=False)
     _experiments: list[Experiment] | None = field(default=None, repr=False)
+    _models: dict = field(default_factory=dict, repr=False)
 
     @property
     def variant_label(self) -> str:
@@ -66,6 +68,15 @@ class Invocation:
         if key not in self._images:
             self._images[key] = load_rows(ds, rows, size_hw)
         return self._images[key]
+
+    def trained_model(self, run_name: str, seed: int | None = None, mode: str = ""):
+        """A finished run of this output folder as a model (pipeline.trained.TrainedModel), loaded
+        once per (run, seed, mode) in this invocation: maps of several figures share it."""
+        from .trained import TrainedModel
+        key = (run_name, seed, mode)
+        if key not in self._models:
+            self._models[key] = TrainedModel(run_folder(self.run_dir, run_name), seed, str(self.device), mode)
+        return self._models[key]
 
     def train_data(self, ds: HandDataset, size_hw: tuple[int, int]) -> TrainData:
         """Training images of the protocol's training ids (labels 0..C-1), plus their val images."""

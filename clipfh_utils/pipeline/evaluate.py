@@ -20,7 +20,7 @@ from ..atomic import atomic_path, atomic_write_json
 from ..backbones.features import embed_images
 from ..backbones.loading import ClipModel
 from ..data.datasets import HandDataset
-from ..config import EvaluationCfg
+from ..config import EvaluationCfg, to_dict
 from ..data.protocol import Protocol, SplitRow
 from ..methods import ExperimentCfg
 from ..evaluation import FeatureBank, evaluate_protocol, summarize
@@ -60,11 +60,17 @@ def evaluate_model(embed: Callable[[torch.Tensor], torch.Tensor], clip: ClipMode
     feats = embed_images(embed, images, clip.mean, clip.std, device, cfg.eval_batch_size,
                          flip=cfg.flip_test, amp=cfg.amp)
     seconds = time.perf_counter() - t0
-    bank = FeatureBank(feats, index)
+    return score_bank(name, FeatureBank(feats, index), images, proto, len(images) / seconds if seconds else 0.0,
+                      ds, settings)
+
+
+def score_bank(name: str, bank: FeatureBank, images: torch.Tensor, proto: Protocol, images_per_s: float,
+               ds: HandDataset, settings: EvaluationCfg | None = None) -> EvalResult:
+    """Every split of both protocols scored from one feature bank (just embedded, or read back)."""
     per_query: list[pd.DataFrame] = []
     per_split = evaluate_protocol(bank, proto, with_cmc=True, per_query=per_query)
-    return EvalResult(name, bank, images, rows, per_split, pd.concat(per_query, ignore_index=True),
-                      len(images) / seconds if seconds else 0.0, proto, evaluate_extra(bank, proto, ds, settings))
+    return EvalResult(name, bank, images, proto.eval_rows(), per_split, pd.concat(per_query, ignore_index=True),
+                      images_per_s, proto, evaluate_extra(bank, proto, ds, settings))
 
 
 def save_metrics(run, exp, ds: HandDataset, rdir: Path, record: dict, clip: ClipModel,
@@ -86,15 +92,13 @@ def save_metrics(run, exp, ds: HandDataset, rdir: Path, record: dict, clip: Clip
             model=cfg.name + (f" [{mode}]" if mode else "") + (f" {{{run.variant_label}}}" if run.variant else ""),
             variant=run.variant, config_source=exp.source, overrides=exp.overrides,
             train=_train_times(rdir, cfg.seeds if method.trains else []),
-            embed_images_per_s={str(s): ev.images_per_s for (s, m), ev in evals.items() if m == mode})
+            embed_images_per_s={str(s): ev.images_per_s for (s, m), ev in evals.items() if m == mode},
+            evaluation_settings=to_dict(run.profile.evaluation))
         extras = {s: ev.extra for (s, m), ev in evals.items() if m == mode}
         payload, rows, queries = add_biometrics(payload, rows, queries, extras, run.profile.evaluation)
         write_metrics(path, payload, rows, queries)
         files[mode] = path
-        entry = {"run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
-                 "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
-                 "variant": run.variant, "recorded": now()}
-        record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), entry)
+        entry = record_metrics(run, exp, ds, record, mode, path)
         twin = reranked_payload(payload, extras, run.profile.evaluation)
         if twin is not None:  # its own file and manifest entry: beside the plain numbers, never instead
             rr_path = metrics_path(rdir, ds.key, mode, proto.n_splits, cfg.flip_test, reranked=True)
@@ -103,6 +107,18 @@ def save_metrics(run, exp, ds: HandDataset, rdir: Path, record: dict, clip: Clip
                          entry_key(cfg.name, mode, ds.key, "+".join(filter(None, [run.variant_label, "rerank"]))),
                          {**entry, "metrics": relpath(rr_path, run.run_dir)})
     return files
+
+
+def record_metrics(run, exp, ds: HandDataset, record: dict, mode: str, path: Path, **extra) -> None:
+    """List one metrics file of run `record["name"]` in the invocation's manifest (written now,
+    read back unchanged, or a sweep job's existing result: `skipped=True`)."""
+    cfg, method = exp.cfg, exp.method
+    entry = {
+        "run": record["name"], "experiment": cfg.name, "mode": mode, "stage": method.stage,
+        "method": method.name, "dataset": ds.key, "metrics": relpath(path, run.run_dir),
+        "variant": run.variant, "recorded": now(), **extra}
+    record_entry(run.run_dir, run.invocation, entry_key(cfg.name, mode, ds.key, run.variant_label), entry)
+    return entry
 
 
 def _train_times(rdir: Path, seeds) -> dict[str, dict]:

@@ -31,9 +31,11 @@ from ..training.checkpoint import state_bytes
 from ..training.data import TrainData
 from ..training.loop import Trainer, is_finished, load_log
 from ..training.weights import store_half_if_exact
+from .banks import save_bank
 from .biometrics import check_settings, write_thresholds
-from .evaluate import EvalResult, evaluate_model, save_metrics
+from .evaluate import EvalResult, evaluate_model, record_metrics, save_metrics
 from .resolve import Experiment
+from .reuse import unchanged_evaluations
 from .run_state import RunTarget, disk_need, note_version_drift, plan_run, target_name
 from .seed_model import build_seed_model, load_backbone, seed_context
 
@@ -160,6 +162,9 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
     evals: dict[tuple[int, str], EvalResult] = {}
     per_split, per_query, trained, first_model = [], [], [], None
     seeds = cfg.seeds if method.trains else cfg.seeds[:1]
+    kept = unchanged_evaluations(rdir, ds, cfg, name, str(run.device), list(seeds), run.variant,
+                                 profile.evaluation)
+    read_back = set()
     for seed in seeds:
         ctx = seed_context(cfg, run.device, seed, clip0 if seed == seeds[0] else None, method)
         clip, folder = ctx.clip, target.seed_dir(seed)
@@ -180,20 +185,39 @@ def _run_locked(run, exp: Experiment, ds: HandDataset, clip0: Backbone, class_id
         first_model = first_model or model
         for mode, embed in method.embedders(cfg, model).items():
             label = cfg.name + (f" [{mode}]" if mode else "") + (f" seed {seed}" if method.trains else "")
-            ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label,
-                                settings=profile.evaluation)
-            if profile.evaluation.verification:
-                write_thresholds(rdir, seed, mode, embed, clip, cfg, run.train_data(ds, clip.image_size),
-                                 run.device, profile.evaluation, method.trains, ds.key)
+            if mode in kept and not did_train:
+                ev = kept[mode].result(seed, ds, run.images, label, profile.evaluation)
+                read_back.add((seed, mode))
+            else:  # (read back: its thresholds were written with it, from the same weights and settings)
+                ev = evaluate_model(embed, clip, cfg, ds, run.images, run.device, label,
+                                    settings=profile.evaluation)
+                if profile.evaluation.verification:
+                    write_thresholds(rdir, seed, mode, embed, clip, cfg, run.train_data(ds, clip.image_size),
+                                     run.device, profile.evaluation, method.trains, ds.key)
             evals[(seed, mode)] = ev
             per_split.append(ev.per_split.assign(seed=seed, mode=mode))
             per_query.append(ev.per_query.assign(seed=seed, mode=mode))
     per_split_df = pd.concat(per_split, ignore_index=True)
     per_query_df = pd.concat(per_query, ignore_index=True)
     lock.check()
-    files = save_metrics(run, exp, ds, rdir, record, clip0, per_split_df, per_query_df, evals)
+    if read_back == set(evals):  # nothing changed: the files stay as evaluated, listed in this invocation
+        files = {mode: k.path for mode, k in kept.items() if any(m == mode for _, m in evals)}
+        for mode, path in files.items():
+            record_metrics(run, exp, ds, record, mode, path)
+    else:
+        files = save_metrics(run, exp, ds, rdir, record, clip0, per_split_df, per_query_df, evals)
+        save_banks(files, evals, name, ds.key)
     return ExperimentResult(exp, name, rdir, ds, clip0, first_model, evals, per_split_df, per_query_df,
                             files, trained, len(class_ids))
+
+
+def save_banks(files: dict[str, Path], evals: dict[tuple[int, str], EvalResult], run_name: str,
+               dataset: str) -> None:
+    """Beside each mode's metrics file, the features every seed was scored from (banks.py)."""
+    for mode, path in files.items():
+        of_mode = {s: ev for (s, m), ev in evals.items() if m == mode}
+        size = tuple(next(iter(of_mode.values())).images.shape[2:])
+        save_bank(path, run_name, mode, dataset, size, {s: ev.bank for s, ev in of_mode.items()})
 
 
 def before_training(run, result: ExperimentResult) -> EvalResult:

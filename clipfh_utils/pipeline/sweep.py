@@ -38,11 +38,12 @@ import yaml
 from ..atomic import atomic_write_json
 from ..config import (ConfigError, display_path, load_profile, load_yaml, parse_override,
                       resolve_config_path)
-from ..runs import (entry_key, invocation_dir, metrics_files, new_invocation, output_dir, read_run, record_entry,
-                    relpath, seed_dir, slug)
+from ..runs import (invocation_dir, metrics_files, new_invocation, output_dir, read_run,
+                    seed_dir, slug)
 from ..runs import run_dir as run_folder
 from ..training.loop import is_finished
 from .context import open_run
+from .evaluate import record_metrics
 from .experiments import experiment_run_name
 from .resolve import resolve_experiments
 
@@ -168,10 +169,7 @@ def _record_existing(run, exp, ds, files: list[Path]) -> None:
     """A skipped job's existing metrics join this invocation's manifest (so the table has them)."""
     for f in files:
         m = json.loads(f.read_text())
-        record_entry(run.run_dir, run.invocation, entry_key(exp.name, m["mode"], ds.key, run.variant_label), {
-            "run": m["run"], "experiment": exp.name, "mode": m["mode"], "stage": m["stage"],
-            "method": m["method"], "dataset": ds.key, "metrics": relpath(f, run.run_dir),
-            "variant": run.variant, "skipped": True})
+        record_metrics(run, exp, ds, {"name": m["run"]}, m["mode"], f, skipped=True)
 
 
 # --------------------------------------------------------------------------- running a job
