@@ -287,15 +287,19 @@ def map_entries(run: Invocation, metrics: list[dict], split: int = 0) -> list:
     if not metrics:
         raise LookupError(f"invocation {run.invocation} has no results yet: run the stage notebooks "
                           "(01, 02, 03) first, or this notebook with the whole profile")
-    out, seen = [], set()
+    picked, seen = [], set()
     for m in metrics:
         if m["run"] in seen or m["dataset"] != run.dataset.key:
             continue
         seen.add(m["run"])
+        picked.append(m)
+    out = []
+    for m, label in zip(picked, display.model_labels(picked)):  # readable labels; the CSV keeps the experiment
         _, bank, images = _saved(run, m, split)
         tm = run.trained_model(m["run"], m["seeds"][0], m["mode"])
-        out.append(ModelEntry(m["experiment"], m["stage"], tm.model, image_tower(tm.model, tm.clip), tm.clip.mean,
-                              tm.clip.std, bank, images, tm.clip.name, tm.clip.pretrained, tm.embedder))
+        out.append(ModelEntry(label, m["stage"], tm.model, image_tower(tm.model, tm.clip), tm.clip.mean,
+                              tm.clip.std, bank, images, tm.clip.name, tm.clip.pretrained, tm.embedder,
+                              experiment=m["experiment"]))
     return out
 
 

@@ -203,7 +203,9 @@ def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
     assert {"maps_tiny_vit", "maps_tiny_rn", "attention_by_region"} <= attention
     shares = [ln for ln in (root / "tables" / "05_attention_visualisation" / "attention_by_region.csv").read_text().splitlines()]
     assert any("Grad-CAM" in ln for ln in shares) and any("attention rollout" in ln for ln in shares)
-    assert any(ln.startswith("stage3_demo_tiny_vit,") and ",cross-attention," in ln for ln in shares)  # Stage 3's map
+    # Stage 3's map, under its readable label, the internal name beside it in the CSV
+    assert any(ln.startswith("PromptSG · tiny-vit") and ",stage3_demo_tiny_vit," in ln and ",cross-attention," in ln
+               for ln in shares), shares
     assert {"cross_attention_stage3_demo_tiny_vit", "stage1_2_3_clipfh_map"} <= {
         f.stem for f in (root / "figures" / "03_stage3_promptsg").iterdir()}
 

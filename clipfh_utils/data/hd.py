@@ -48,6 +48,17 @@ _RANGE = re.compile(r"^(\d+)-(\d+)$")
 _NAME = re.compile(r"^(\d+)_(\d+)$")
 
 
+# notebook 00's section on HD (shown only when a profile has it)
+ABOUT = """## HD (PolyU hand dorsal)
+
+No metadata file: the split lists come from the folder listing (`HD/Original Images/1-501/<id>_<k>.jpg`,
+extra subjects in `502-712/`), seeded, written on first use with the counts found. Training ids are
+`id <= data.hd_id_threshold`. MBA-Net's `prepare_train_val_test_hd.py` disagrees with itself here: its
+comments say the first/last **251** ids, its code keeps ids **<= 447** for training. The default
+(447) follows the code; `-p data.hd_id_threshold=251` gives the commented split. Every image of the
+extra subjects is a never-matching distractor in every `gallery_all`."""
+
+
 class HDLayoutError(FileNotFoundError):
     """The HD folder is missing, incomplete or not in the layout of the dataset."""
 

@@ -29,7 +29,7 @@ ROLLOUT, GRADCAM, CROSS = "attention rollout", "Grad-CAM", "cross-attention"
 
 @dataclass
 class ModelEntry:
-    label: str                     # e.g. "demo_tiny_vit"
+    label: str                     # what a reader calls it, e.g. "CLIP-ReID · tiny-vit"
     stage: str                     # "stage1" | "stage2" | "stage3" | ...
     model: nn.Module               # eval mode, with embed(x)
     visual: nn.Module              # its open_clip image tower
@@ -40,10 +40,12 @@ class ModelEntry:
     backbone: str = ""             # the backbone's name, e.g. "ViT-B-16"
     pretrained: bool = True
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None  # the inference mode's; default model.embed
+    experiment: str = ""           # the internal name (tables' CSV), e.g. "demo_tiny_vit"; default the label
 
     def __post_init__(self) -> None:
         if self.embed is None:
             self.embed = self.model.embed
+        self.experiment = self.experiment or self.label
 
     @property
     def is_vit(self) -> bool:
@@ -189,7 +191,8 @@ class MapSource:
                 valid = ~np.isnan(shares).any(1)
                 row = dict(zip(REGION_NAMES, np.nanmean(shares[valid], 0) * 100 if valid.any()
                                else [np.nan] * len(REGION_NAMES)))
-                rows[f"{e.label} · {method}"] = {"model": e.label, "stage": e.stage, "backbone": e.backbone,
+                rows[f"{e.label} · {method}"] = {"model": e.label, "experiment": e.experiment, "stage": e.stage,
+                                                 "backbone": e.backbone,
                                                  "map": method, **row, "maps": int(valid.sum())}
         table = pd.DataFrame.from_dict(rows, orient="index")
         area = pd.Series(area_shares(labels).mean(0) * 100, index=list(REGION_NAMES))
