@@ -120,7 +120,8 @@ def test_notebook_05_loads_each_model_once_and_embeds_nothing(finished, embed_sp
     metrics = invocation_metrics(out, run.invocation)
     entries = wb.map_entries(run, metrics)
     again = wb.map_entries(run, metrics)  # a second figure of the same invocation
-    assert [e.label for e in entries] == ["zero_shot_tiny-vit", "demo_tiny_vit"]
+    assert [e.experiment for e in entries] == ["zero_shot_tiny-vit", "demo_tiny_vit"]
+    assert [e.label for e in entries] == ["zero-shot CLIP · tiny-vit", "CLIP-ReID · tiny-vit"]  # what a reader sees
     assert len(loads) == 2 and all(a.model is b.model for a, b in zip(entries, again))
     assert embed_spy == []
 

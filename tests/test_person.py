@@ -45,8 +45,9 @@ def random_case(rng, n_q=40, n_g=120, n_ids=8, n_cams=4, decimals=None):
     g_cams = np.concatenate([np.tile([1, 2], n_ids), rng.integers(1, n_cams + 1, n_g - 2 * n_ids)])
     qf = torch.nn.functional.normalize(torch.randn(n_q, 16, generator=torch.Generator().manual_seed(int(rng.integers(1e6)))), dim=1)
     gf = torch.nn.functional.normalize(torch.randn(n_g, 16, generator=torch.Generator().manual_seed(int(rng.integers(1e6)))), dim=1)
-    if decimals is not None:  # coarse similarities: many ties
-        qf, gf = qf.round(decimals=decimals), gf.round(decimals=decimals)
+    if decimals is not None:  # coarse similarities: many ties, exact in float32 whatever the summation
+        step = 2.0 ** -(3 * decimals + 1)  # order of the matrix product (dyadic steps: 1/16 or 1/2)
+        qf, gf = torch.round(qf / step) * step, torch.round(gf / step) * step
     return qf, gf, q_pids, g_pids, q_cams, g_cams
 
 

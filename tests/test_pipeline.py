@@ -211,17 +211,38 @@ def test_demo_exports_figures_and_tables_for_a_dissertation(demo_run):
 
 
 @pytest.mark.slow
-def test_failing_notebook_names_itself_and_keeps_partial_output(tmp_path):
-    with pytest.raises(PipelineError) as e:
+def test_a_missing_weights_file_stops_only_before_any_notebook_runs(tmp_path):
+    """`run --only` checks the backbones the selected notebooks need before the first one starts."""
+    from clipfh_utils.backbones.weights import WeightsNotFoundError
+    with pytest.raises(WeightsNotFoundError, match="nope.pt: file not found"):
         run_pipeline("demo", only=["01_stage1_zero_shot"], run_dir=tmp_path,
                      params=[f"backbones=[{{name: tiny-vit, weights: {tmp_path / 'nope.pt'}}}]"])
+    assert latest_invocation(tmp_path) is None  # nothing ran: no invocation became the newest
+
+
+def test_failing_notebook_names_itself_and_keeps_partial_output(tmp_path, monkeypatch):
+    """A notebook that fails on bad input inside a cell: named with the cell, partial output kept."""
+    import json
+    import shutil
+    from clipfh_utils.pipeline import runner
+    nbs = tmp_path / "notebooks"
+    shutil.copytree(runner.NOTEBOOK_DIR, nbs)
+    nb = json.loads((nbs / "01_stage1_zero_shot.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", [])]
+    code[1]["source"] = ["from clipfh_utils.config import ConfigError\n",  # after the start cell
+                         "raise ConfigError('planted.pt: file not found')\n"]
+    (nbs / "01_stage1_zero_shot.ipynb").write_text(json.dumps(nb))
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", nbs)
+    out = tmp_path / "out"
+    with pytest.raises(PipelineError) as e:
+        run_pipeline("demo", only=["01_stage1_zero_shot"], run_dir=out)
     msg = str(e.value)
-    assert "01_stage1_zero_shot" in msg and "cell" in msg and "nope.pt: file not found" in msg
+    assert "01_stage1_zero_shot" in msg and "cell" in msg and "planted.pt: file not found" in msg
     assert e.value.bad_input  # the CLI exits 2: the input was wrong, not the code
-    inv = latest_invocation(tmp_path)
-    assert (tmp_path / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.failed.ipynb").exists()
-    assert not (tmp_path / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.ipynb").exists()
-    assert "FAILED" in (tmp_path / "index.html").read_text()
+    inv = latest_invocation(out)
+    assert (out / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.failed.ipynb").exists()
+    assert not (out / "invocations" / inv / "notebooks" / "01_stage1_zero_shot.ipynb").exists()
+    assert "FAILED" in (out / "index.html").read_text()
 
 
 def test_bad_config_fails_before_any_notebook_runs(tmp_path):

@@ -104,3 +104,20 @@ def test_verification_figures_keep_texts_and_legends_inside_and_apart(metrics):
     finally:
         for f in figs:
             plt.close(f)
+
+
+def test_verification_figures_stay_readable_with_the_demos_six_models(metrics):
+    """Six models (the demo): the key grows the figure, the axes and their labels stay inside."""
+    from clipfh_utils.report.layout import layout_problems
+    import matplotlib.pyplot as plt
+    many = [{**m, "model": f"{m['model']}{i}", "method_title": f"A method with a long title {i}"}
+            for i in range(3) for m in metrics]
+    figs = [vr.det_figure(many, "mbanet", "mbanet", "det"), vr.roc_and_histograms(many, "clipfh", "clipfh", "roc"),
+            vr.openset_figure(many, "clipfh", "clipfh", "os")]
+    try:
+        problems = {f.get_label(): layout_problems(f) for f in figs}
+        assert not {k: v for k, v in problems.items() if v}, problems
+        assert all(len(f.legends[0].get_texts()) == 6 for f in figs)
+    finally:
+        for f in figs:
+            plt.close(f)

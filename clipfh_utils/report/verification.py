@@ -55,8 +55,18 @@ def _legend(fig, ax, title: str = "") -> None:
     """The key below the axes (constrained layout), never over a curve or an axis label."""
     handles, names = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, names, loc="outside lower center", ncol=1 if len(handles) > 3 else len(handles),
+        fig.legend(handles, names, loc="outside lower center", ncol=_key_columns(names),
                    title=title or None, title_fontsize=7, frameon=False)
+
+
+def _key_columns(names: Sequence[str]) -> int:
+    """Two columns of entries where the labels are short enough to sit side by side, else one."""
+    return 1 if len(names) < 2 or max(len(n) for n in names) > 30 else 2
+
+
+def _key_height(ms: list) -> float:
+    """Inches the key below the axes takes, so the axes keep their size however many models."""
+    return 0.18 * -(-len(ms) // _key_columns(model_labels(ms))) + 0.3
 
 
 def _cell(stat: dict, digits: int = 2) -> str:
@@ -121,8 +131,10 @@ def openset_table(metrics: list[dict], protocol: str) -> pd.DataFrame:
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
-    """The display columns of a verification or open-set table (the numeric ones stay in the CSV)."""
-    return table[[c for c in table.columns if not c.endswith(("_mean", "_lo", "_hi")) and c != "experiment"]]
+    """The display columns of a verification or open-set table (the numeric ones, the internal name and
+    the provenance columns stay in the CSV; the caption carries the synthetic mark)."""
+    return table[[c for c in table.columns if not c.endswith(("_mean", "_lo", "_hi"))
+                  and c not in ("experiment", "data", "weights", "lists")]]
 
 
 def _inside(x: Sequence[float]) -> np.ndarray:
@@ -134,8 +146,9 @@ def _inside(x: Sequence[float]) -> np.ndarray:
 def det_figure(metrics: list[dict], protocol: str, label: str, name: str):
     """DET curves of every model (FNMR against FMR on normal-deviate axes, ISO/IEC 19795-1), the
     mean over splits and seeds at a fixed FMR grid (vertical averaging) with a ±1 sd band."""
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.62, 3.4))
-    for i, (m, model) in enumerate(_labelled(_plain(metrics, protocol, "verification"))):
+    ms = _plain(metrics, protocol, "verification")
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.8, 3.2 + _key_height(ms)))
+    for i, (m, model) in enumerate(_labelled(ms)):
         d = m["verification"][protocol]["det"]
         fmr, mean, sd = np.array(d["fmr"]), _inside(d["fnmr_mean"]), _inside(d["fnmr_sd"])
         ok = ~np.isnan(mean)
@@ -161,7 +174,7 @@ def roc_and_histograms(metrics: list[dict], protocol: str, label: str, name: str
     """ROC (TAR = 1 - FNMR against FAR = FMR, log FAR axis) of every model, and each model's genuine
     and impostor score histograms (all splits and seeds pooled)."""
     ms = _plain(metrics, protocol, "verification")
-    fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.8))
+    fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH, 2.8 + _key_height(ms)))
     for i, (m, model) in enumerate(_labelled(ms)):
         v = m["verification"][protocol]
         fmr, fnmr = np.array(v["det"]["fmr"]), np.array([np.nan if x is None else x for x in v["det"]["fnmr_mean"]])
@@ -186,8 +199,9 @@ def roc_and_histograms(metrics: list[dict], protocol: str, label: str, name: str
 
 def openset_figure(metrics: list[dict], protocol: str, label: str, name: str):
     """FNIR against FPIR (candidate list length 1), mean over splits and seeds, log FPIR axis."""
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.62, 3.0))
-    for i, (m, model) in enumerate(_labelled(_plain(metrics, protocol, "open_set"))):
+    ms = _plain(metrics, protocol, "open_set")
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.8, 3.0 + _key_height(ms)))
+    for i, (m, model) in enumerate(_labelled(ms)):
         c = m["open_set"][protocol]["fnir_fpir"]
         y = np.array([np.nan if v is None else v for v in c["fnir_mean"]], dtype=float)
         ax.plot(c["fpir"], y, color=OKABE_ITO[i % len(OKABE_ITO)], ls=LINESTYLES[i % len(LINESTYLES)],
