@@ -220,6 +220,7 @@ def test_a_missing_weights_file_stops_only_before_any_notebook_runs(tmp_path):
     assert latest_invocation(tmp_path) is None  # nothing ran: no invocation became the newest
 
 
+@pytest.mark.slow
 def test_failing_notebook_names_itself_and_keeps_partial_output(tmp_path, monkeypatch):
     """A notebook that fails on bad input inside a cell: named with the cell, partial output kept."""
     import json

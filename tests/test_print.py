@@ -84,6 +84,24 @@ def test_every_figure_keeps_its_texts_and_legends_inside_and_apart(tiny_dataset)
             plt.close(f)
 
 
+def test_figures_keep_their_layout_with_labels_that_name_a_dataset_too():
+    """An invocation over several datasets labels models 'method · backbone [experiment] · dataset'
+    (demo_beyond): the bars and the CMC still fit, wrapped or in one column."""
+    longer = [f"{lab} [demo_tiny_resnet] · hd-synthetic/dorsal" for lab in LONG]
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({"model": longer, "stage": ["stage3", "stage2", "stage1", "stage2", "baseline", "stage3"],
+                          "mAP_mean": [50.0, 40, 10, 35, 12, 48], "mAP_ci_lo": [45.0, 35, 8, 30, 9, 40],
+                          "mAP_ci_hi": [55.0, 45, 12, 40, 15, 56]})
+    figs = [plotting.comparison_bars(table),
+            plotting.cmc_band({lab: rng.uniform(0, 100, (4, 20)).cumsum(1).clip(0, 100) for lab in longer})]
+    try:
+        problems = {f.get_label(): layout_problems(f) for f in figs}
+        assert not {k: v for k, v in problems.items() if v}, problems
+    finally:
+        for f in figs:
+            plt.close(f)
+
+
 def test_layout_check_sees_overlaps_and_legends_on_data():
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0, 1], [0, 1], label="a line")

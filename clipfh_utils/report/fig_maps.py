@@ -1,7 +1,6 @@
 """Where models look: maps over the images, and their share per hand region."""
 from __future__ import annotations
 
-import re
 from typing import Mapping, Sequence
 
 import matplotlib as mpl
@@ -11,7 +10,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .style import MAP_CMAP, OKABE_ITO, TEXT_WIDTH, named, to_img
+from .style import MAP_CMAP, OKABE_ITO, TEXT_WIDTH, named, to_img, wrap
 
 
 def _overlay(ax, image: torch.Tensor, m: torch.Tensor | None) -> None:
@@ -26,21 +25,6 @@ def _overlay(ax, image: torch.Tensor, m: torch.Tensor | None) -> None:
     ax.grid(False)
     for spine in ax.spines.values():
         spine.set_visible(False)
-
-
-def _wrap(label: str, width: int) -> str:
-    """A column title in lines of at most `width` characters, broken after '_', '-' or spaces
-    (model names are long and have no spaces)."""
-    lines = []
-    for part in label.split("\n"):
-        line = ""
-        for piece in re.findall(r"[^_\- ]+[_\- ]?|[_\- ]", part):
-            if line and len(line) + len(piece.rstrip()) > width:
-                lines.append(line.rstrip())
-                line = ""
-            line += piece
-        lines.append(line.rstrip())
-    return "\n".join(lines)
 
 
 def attention_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], row_titles: Sequence[str],
@@ -59,7 +43,7 @@ def attention_grid(images: torch.Tensor, maps: Mapping[str, torch.Tensor], row_t
             _overlay(axes[r][c + 1], img, maps[col][r])
     width = max(6, int(cell * 72 / (6.5 * 0.62)))  # characters of 6.5 pt that fit above one column
     for c, col in enumerate(["image", *cols]):
-        axes[0][c].set_title(_wrap(col, width), fontsize=6.5)
+        axes[0][c].set_title(wrap(col, width), fontsize=6.5)
     sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=MAP_CMAP)
     fig.colorbar(sm, ax=axes, fraction=0.02, pad=0.01, label="map value (1 = its maximum)")
     return named(fig, name, title)

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from ..evaluation.spread import excludes_zero
-from .style import LINESTYLES, MARKERS, OKABE_ITO, STAGE_NAMES, TEXT_WIDTH, cycle, named, stage_colours
+from .style import LINESTYLES, MARKERS, OKABE_ITO, STAGE_NAMES, TEXT_WIDTH, cycle, named, stage_colours, wrap
 
 PROTOCOL_SHORT = {"clipfh": "CLIP-FH protocol", "mbanet": "MBA-Net protocol"}
 
@@ -20,7 +20,8 @@ def cmc_band(curves: Mapping[str, np.ndarray], max_rank: int = 20, title: str = 
              name: str = "cmc"):
     """CMC per model: the mean over splits (and seeds) with a ±1 sd band; `curves[label]` is
     (n_curves, K) in percent."""
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.8, 3.0 + 0.16 * len(curves)))
+    rows = len(curves) if max((len(str(lab)) for lab in curves), default=0) > 30 else -(-len(curves) // 2)
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH * 0.8, 3.0 + 0.18 * rows))
     for i, (label, c) in enumerate(curves.items()):
         c = np.atleast_2d(np.asarray(c, dtype=float))[:, :max_rank]
         k = np.arange(1, c.shape[1] + 1)
@@ -36,7 +37,8 @@ def cmc_band(curves: Mapping[str, np.ndarray], max_rank: int = 20, title: str = 
     ax.set_xlabel("rank k")
     ax.set_ylabel("queries matched within rank k (%)")
     if curves:
-        fig.legend(loc="outside lower center", ncol=2 if len(curves) > 2 else len(curves),
+        long = max(len(str(lab)) for lab in curves) > 30  # side by side only where the labels are short
+        fig.legend(loc="outside lower center", ncol=1 if long else (2 if len(curves) > 2 else len(curves)),
                    title="mean ± 1 sd over splits × seeds", title_fontsize=7, frameon=False)
     return named(fig, name, title)
 
@@ -79,7 +81,9 @@ def split_spread(per_split: pd.DataFrame, metric: str = "mAP", by: str = "model"
 def comparison_bars(table: pd.DataFrame, metric: str = "mAP", title: str = "", name: str = "comparison",
                     labels: Sequence[str] | None = None):
     """Mean per model with its 95 % bootstrap interval over test identities, coloured by stage."""
-    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.32 * len(table) + 1.6))
+    ticks = [wrap(str(t), 34) for t in (list(labels) if labels is not None else table["model"])]
+    lines = sum(t.count("\n") + 1 for t in ticks)  # long labels wrap: the bars keep their room
+    fig, ax = plt.subplots(figsize=(TEXT_WIDTH, 0.2 * lines + 0.14 * len(table) + 1.6))
     colours = stage_colours(table["stage"])
     y = np.arange(len(table))
     mean = table[f"{metric}_mean"].to_numpy()
@@ -89,7 +93,7 @@ def comparison_bars(table: pd.DataFrame, metric: str = "mAP", title: str = "", n
     right = np.fmax(mean, np.nan_to_num(table[f"{metric}_ci_hi"].to_numpy(), nan=0.0))
     for yi, v, x in zip(y, mean, right):
         ax.text(x + 1.5, yi, f"{v:.1f}", va="center", ha="left", fontsize=7)
-    ax.set_yticks(y, list(labels) if labels is not None else table["model"])
+    ax.set_yticks(y, ticks)
     ax.invert_yaxis()
     ax.set_xlim(0, 110)
     ax.set_xlabel(f"{metric} (%)\nerror bars: 95 % bootstrap interval over test identities")

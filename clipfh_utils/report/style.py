@@ -3,6 +3,7 @@ the Okabe-Ito colour-blind-safe palette, constrained layout (legends outside the
 clipped), and the caption kept outside the figure (a thesis writes its own)."""
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import matplotlib as mpl
@@ -58,3 +59,18 @@ def stage_colours(stages: Sequence[str]) -> dict[str, str]:
 
 def cycle(seq: Sequence, i: int):
     return seq[i % len(seq)]
+
+
+def wrap(label: str, width: int) -> str:
+    """A column title in lines of at most `width` characters, broken after '_', '-' or spaces
+    (model names are long and have no spaces)."""
+    lines = []
+    for part in label.split("\n"):
+        line = ""
+        for piece in re.findall(r"[^_\- ]+[_\- ]?|[_\- ]", part):
+            if line and len(line) + len(piece.rstrip()) > width:
+                lines.append(line.rstrip())
+                line = ""
+            line += piece
+        lines.append(line.rstrip())
+    return "\n".join(lines)
