@@ -115,3 +115,18 @@ def test_without_tensorboard_training_notes_it_once_and_writes_no_events(tmp_pat
     for d in (tmp_path / "a", tmp_path / "b"):
         assert not list(d.glob(events_module.EVENTS_GLOB)) and (d / "weights.pt").exists()
         assert len(jsonl(d / "log.jsonl")) > 0
+
+
+def test_a_resume_in_the_same_second_writes_an_event_file_that_sorts_after_the_interrupted_one(tmp_path):
+    """TensorBoard reads event files in name order (creation second, host, pid): the resumed
+    writer's file must come after the interrupted writer's, or its purge is read first."""
+    import socket
+    import time
+    from clipfh_utils.training.events import EVENTS_GLOB, EventLog
+    # the interrupted writer: same second, same host, a pid that sorts after ours
+    old = tmp_path / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.99999999.0"
+    old.write_bytes(b"")
+    events = EventLog(tmp_path, resume_step=3)
+    events.close()
+    files = sorted(tmp_path.glob(EVENTS_GLOB), key=lambda f: f.name)
+    assert len(files) == 2 and files[0] == old, files

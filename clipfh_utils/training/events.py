@@ -18,6 +18,7 @@ before and says once that it writes no event files.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -43,6 +44,16 @@ def _summary_writer_class():
     return SummaryWriter
 
 
+def _after_existing(out_dir: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name starts with the second the
+    file was created: a resume within the same second as the interrupted writer (a quick kill -9)
+    would sort before it and its purge would come first. Wait for the next second then."""
+    newest = max((int(f.name.split(".")[3]) for f in out_dir.glob(EVENTS_GLOB)
+                  if f.name.split(".")[3:4] and f.name.split(".")[3].isdigit()), default=0)
+    while int(time.time()) <= newest:
+        time.sleep(0.05)
+
+
 def config_markdown(config: Mapping[str, Any]) -> str:
     """The config as YAML in a markdown code block (TensorBoard renders text as markdown)."""
     plain = json.loads(json.dumps(dict(config), default=str))  # tuples, paths -> YAML-safe types
@@ -61,6 +72,8 @@ class EventLog:
         if resume_step is None:
             for old in Path(out_dir).glob(EVENTS_GLOB):
                 old.unlink()
+        else:
+            _after_existing(Path(out_dir))
         # a queue large enough that only flush() (once per epoch) or close() writes to disk
         self.writer = writer_cls(str(out_dir), purge_step=resume_step, max_queue=1 << 16, flush_secs=3600)
         if resume_step is None and config is not None:
