@@ -829,7 +829,7 @@ def test_a_failed_local_job_names_its_error_not_only_its_log():
     from clipfh_utils.pipeline.sweep import error_line
     text = ("Traceback (most recent call last):\n  File x\nclipfh_utils.training.loop.NonFiniteLossError: "
             "non-finite loss in phase 'finetune'\n\nYou can check full logs with 'job.stderr(0)' at paths:\n"
-            "  - /tmp/logs/123_0_log.err\n")
+            "  - logs/123_0_log.err\n")
     assert error_line(text) == "clipfh_utils.training.loop.NonFiniteLossError: non-finite loss in phase 'finetune'"
     assert error_line("just a line\nlast line") == "last line"
 
