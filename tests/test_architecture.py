@@ -1,5 +1,6 @@
 """The package's shape: imports run one way, and a new method plugs in without touching the package."""
 import ast
+import contextlib
 import sys
 from pathlib import Path
 
@@ -33,6 +34,20 @@ ALLOWED = {
     "__main__": {"cli"},
     "__init__": {"pipeline"},
 }
+
+
+
+@contextlib.contextmanager
+def planted(**files: str):
+    """Modules planted in the package for one check (`report__x="..."` is report/x.py), always removed."""
+    paths = [PKG.joinpath(*name.split("__")).with_suffix(".py") for name in files]
+    for path, text in zip(paths, files.values()):
+        path.write_text(text)
+    try:
+        yield
+    finally:
+        for path in paths:
+            path.unlink()
 
 
 def package_imports(path: Path) -> set[tuple[str, ...]]:
@@ -82,13 +97,9 @@ def test_no_method_imports_another_and_the_loop_imports_none():
 
 def test_the_import_check_can_fail(tmp_path, monkeypatch):
     """The checker sees relative imports: a loop importing a method is caught."""
-    bad = PKG / "training" / "_tmp_bad_import.py"
-    bad.write_text("from ..methods.clip_reid import METHOD\n")
-    try:
+    with planted(training___tmp_bad_import="from ..methods.clip_reid import METHOD\n"):
         with pytest.raises(AssertionError, match="_tmp_bad_import.py imports methods.clip_reid"):
             test_imports_run_one_way()
-    finally:
-        bad.unlink()
 
 
 @pytest.mark.slow
@@ -190,14 +201,9 @@ def test_no_import_cycle_anywhere_in_the_package():
 
 
 def test_the_cycle_check_can_fail():
-    a, b = PKG / "report" / "_tmp_cycle_a.py", PKG / "report" / "_tmp_cycle_b.py"
-    a.write_text("from . import _tmp_cycle_b\n")
-    b.write_text("def f():\n    from ._tmp_cycle_a import x\n")  # a function-level import closes it
-    try:
+    with planted(report___tmp_cycle_a="from . import _tmp_cycle_b\n",  # a function-level import closes it
+                 report___tmp_cycle_b="def f():\n    from ._tmp_cycle_a import x\n"):
         assert ["report._tmp_cycle_a", "report._tmp_cycle_b"] in import_cycles()
-    finally:
-        a.unlink()
-        b.unlink()
 
 
 def _code_strings(tree: ast.AST):
@@ -247,15 +253,11 @@ def test_only_runs_composes_run_and_metrics_file_names():
 
 
 def test_the_naming_check_can_fail():
-    bad = PKG / "report" / "_tmp_bad_names.py"
-    bad.write_text('from pathlib import Path\n\n\ndef f(d, stem, s):\n'
-                   '    return Path(d) / "metrics" / f"{stem}.per_query.csv.gz", Path(d) / f"seed{s}"\n')
-    try:
+    with planted(report___tmp_bad_names='from pathlib import Path\n\n\ndef f(d, stem, s):\n'
+                 '    return Path(d) / "metrics" / f"{stem}.per_query.csv.gz", Path(d) / f"seed{s}"\n'):
         problems = naming_problems()
-        for what in ("metrics folder", "a metrics file's name", "a seed folder"):
-            assert any(p.startswith("report/_tmp_bad_names.py:5") and what in p for p in problems), (what, problems)
-    finally:
-        bad.unlink()
+    for what in ("metrics folder", "a metrics file's name", "a seed folder"):
+        assert any(p.startswith("report/_tmp_bad_names.py:5") and what in p for p in problems), (what, problems)
 
 
 def model_build_calls() -> list[str]:
@@ -281,12 +283,8 @@ def test_seed_models_are_built_only_through_build_seed_model():
 
 
 def test_the_build_check_can_fail():
-    bad = PKG / "report" / "_tmp_bad_build.py"
-    bad.write_text("def f(exp, ctx):\n    return exp.method.build(exp.cfg, ctx, 3)\n")
-    try:
+    with planted(report___tmp_bad_build="def f(exp, ctx):\n    return exp.method.build(exp.cfg, ctx, 3)\n"):
         assert model_build_calls() == ["report/_tmp_bad_build.py:2 exp.method.build("]
-    finally:
-        bad.unlink()
 
 
 MAX_LINES = 450

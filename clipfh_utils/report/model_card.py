@@ -192,9 +192,8 @@ def biometric_table(section: dict) -> str:
                 rows.append((PROTOCOL_LABELS.get(proto, proto), name, stat["na"], "", "", ""))
                 continue
             ci = f"[{stat['lo']:.2f}, {stat['hi']:.2f}]" if "lo" in stat else ""
-            rows.append((PROTOCOL_LABELS.get(proto, proto), name, _num(stat["mean"]),
-                         _num(stat.get("split_sd") if stat.get("split_sd") is not None else float("nan")),
-                         _num(stat.get("seed_sd") if stat.get("seed_sd") is not None else float("nan")), ci))
+            sds = [float("nan") if stat.get(k) is None else stat[k] for k in ("split_sd", "seed_sd")]
+            rows.append((PROTOCOL_LABELS.get(proto, proto), name, _num(stat["mean"]), *map(_num, sds), ci))
     return md_table(("protocol", "figure", "mean", "sd (splits)", "sd (seeds)", "95 % interval (identities)"), rows)
 
 
